@@ -1,0 +1,1 @@
+"""agent-mesh: LLM agents as an event-driven mesh on NATS."""

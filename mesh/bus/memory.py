@@ -1,0 +1,248 @@
+"""`InMemoryBus`: the embedded default, a bus with NATS semantics inside one process.
+
+It is a bus, not a mock: payloads are bytes, each subscription has its own delivery task that
+calls the handler one message at a time and in order (as nats-py does), wildcards and queue
+groups follow the server's rules, and requests fail the same ways (no responders, timeout).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import secrets
+from types import TracebackType
+from typing import Self
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from mesh.bus.base import DEFAULT_MAX_PAYLOAD, BusClosedError, Handler, Headers, Message
+from mesh.bus.subjects import (
+    matches,
+    validate_publish_subject,
+    validate_queue,
+    validate_subscribe_subject,
+)
+from mesh.errors import MeshTimeoutError, NoRespondersError, PayloadTooLargeError
+
+__all__ = ["InMemoryBus"]
+
+_log = logging.getLogger("mesh.bus")
+_INTEREST_CACHE_SIZE = 1024
+
+
+class _Interest:
+    """Who receives a subject: every plain subscription, and one member of each queue group."""
+
+    __slots__ = ("groups", "plain")
+
+    def __init__(self) -> None:
+        self.plain: list[_MemorySubscription] = []
+        self.groups: dict[str, list[_MemorySubscription]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.plain or self.groups)
+
+
+class _MemorySubscription:
+    def __init__(self, bus: InMemoryBus, subject: str, queue: str | None, handler: Handler) -> None:
+        self._bus = bus
+        self._subject = subject
+        self._queue = queue
+        self._handler = handler
+        send, receive = anyio.create_memory_object_stream[Message](math.inf)
+        self._send: MemoryObjectSendStream[Message] = send
+        self._receive: MemoryObjectReceiveStream[Message] = receive
+        self._scope = anyio.CancelScope()
+        self._done = anyio.Event()
+
+    @property
+    def subject(self) -> str:
+        return self._subject
+
+    @property
+    def queue(self) -> str | None:
+        return self._queue
+
+    def put(self, message: Message) -> None:
+        self._send.send_nowait(message)
+
+    async def run(self) -> None:
+        with self._scope, self._receive:
+            async for message in self._receive:
+                try:
+                    await self._handler(message)
+                except Exception:  # noqa: BLE001 - reported, and delivery goes on
+                    # A handler's failure must not stop delivery; nats-py reports it the same way.
+                    _log.exception("handler for %r failed on %r", self._subject, message.subject)
+        self._done.set()
+
+    async def unsubscribe(self) -> None:
+        self._bus._remove(self)
+        self._send.close()
+        self._scope.cancel()
+        self._done.set()
+
+    async def drain(self) -> None:
+        self._bus._remove(self)
+        self._send.close()
+        await self._done.wait()
+
+
+class InMemoryBus:
+    """A single-process bus with the behaviour of NATS core; use as an async context manager.
+
+    Args:
+        max_payload: The largest payload accepted, like the server's ``max_payload``.
+    """
+
+    def __init__(self, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self._max_payload = max_payload
+        self._subscriptions: list[_MemorySubscription] = []
+        self._interest: dict[str, _Interest] = {}
+        self._random = random.Random()
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._closed = False
+        self._inbox_prefix = f"_INBOX.{secrets.token_hex(8)}"
+        self._pending: dict[str, _PendingReply] = {}
+        self._reply_subscription: _MemorySubscription | None = None
+
+    async def __aenter__(self) -> Self:
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        await self.close()
+        assert self._task_group is not None
+        return await self._task_group.__aexit__(exc_type, exc, tb)
+
+    @property
+    def max_payload(self) -> int:
+        return self._max_payload
+
+    def new_inbox(self) -> str:
+        return f"{self._inbox_prefix}.{secrets.token_hex(8)}"
+
+    async def publish(
+        self, subject: str, data: bytes, *, reply: str = "", headers: Headers | None = None
+    ) -> None:
+        self._publish(subject, data, reply, headers)
+        # Let subscribers run between publishes, as a socket write would.
+        await anyio.lowlevel.checkpoint()
+
+    async def subscribe(
+        self, subject: str, handler: Handler, *, queue: str | None = None
+    ) -> _MemorySubscription:
+        self._check_open()
+        validate_subscribe_subject(subject)
+        if queue is not None:
+            validate_queue(queue)
+        assert self._task_group is not None, "use InMemoryBus as an async context manager"
+        subscription = _MemorySubscription(self, subject, queue, handler)
+        self._subscriptions.append(subscription)
+        self._interest.clear()
+        self._task_group.start_soon(subscription.run)
+        return subscription
+
+    async def request(
+        self, subject: str, data: bytes, *, timeout: float, headers: Headers | None = None
+    ) -> Message:
+        self._check_open()
+        if self._reply_subscription is None:
+            self._reply_subscription = await self.subscribe(
+                f"{self._inbox_prefix}.*", self._resolve_reply
+            )
+        inbox = self.new_inbox()
+        pending = _PendingReply()
+        self._pending[inbox] = pending
+        try:
+            if not self._interest_in(subject):
+                raise NoRespondersError(f"no responders on {subject!r}")
+            self._publish(subject, data, inbox, headers)
+            with anyio.move_on_after(timeout):
+                await pending.event.wait()
+        finally:
+            del self._pending[inbox]
+        if pending.message is None:
+            raise MeshTimeoutError(f"no reply on {subject!r} within {timeout:g}s")
+        return pending.message
+
+    async def flush(self, *, timeout: float = 10.0) -> None:
+        self._check_open()
+        await anyio.lowlevel.checkpoint()
+
+    async def drain(self) -> None:
+        if self._closed:
+            return
+        for subscription in list(self._subscriptions):
+            await subscription.drain()
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for subscription in list(self._subscriptions):
+            await subscription.unsubscribe()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusClosedError("the in-memory bus is closed")
+
+    def _publish(self, subject: str, data: bytes, reply: str, headers: Headers | None) -> None:
+        self._check_open()
+        validate_publish_subject(subject)
+        if len(data) > self._max_payload:
+            raise PayloadTooLargeError(
+                f"payload of {len(data)} bytes exceeds max_payload of {self._max_payload}"
+            )
+        message = Message(subject, bytes(data), reply, dict(headers) if headers else None)
+        interest = self._interest_in(subject)
+        for subscription in interest.plain:
+            subscription.put(message)
+        for members in interest.groups.values():
+            self._random.choice(members).put(message)
+
+    def _interest_in(self, subject: str) -> _Interest:
+        interest = self._interest.get(subject)
+        if interest is None:
+            interest = _Interest()
+            for subscription in self._subscriptions:
+                if matches(subscription.subject, subject):
+                    if subscription.queue is None:
+                        interest.plain.append(subscription)
+                    else:
+                        interest.groups.setdefault(subscription.queue, []).append(subscription)
+            if len(self._interest) >= _INTEREST_CACHE_SIZE:
+                self._interest.clear()  # reply inboxes are unique: keep the cache bounded
+            self._interest[subject] = interest
+        return interest
+
+    def _remove(self, subscription: _MemorySubscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+            self._interest.clear()
+
+    async def _resolve_reply(self, message: Message) -> None:
+        pending = self._pending.get(message.subject)
+        if pending is not None and pending.message is None:
+            pending.message = message
+            pending.event.set()
+
+
+class _PendingReply:
+    __slots__ = ("event", "message")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.message: Message | None = None

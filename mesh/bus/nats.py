@@ -1,0 +1,194 @@
+"""`NatsBus`: the bus on a real NATS connection (nats-py).
+
+nats-py errors are translated here and nowhere else: no responders, timeouts, payload limits,
+closed connections and malformed subjects surface as the same exceptions `InMemoryBus` raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+
+from mesh.bus.base import BusClosedError, Handler, Headers, Message
+from mesh.bus.subjects import validate_publish_subject, validate_queue, validate_subscribe_subject
+from mesh.errors import MeshTimeoutError, NoRespondersError, PayloadTooLargeError
+
+__all__ = ["NatsBus"]
+
+_log = logging.getLogger("mesh.bus")
+_GONE = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.BadSubscriptionError,
+)
+
+
+class _NatsSubscription:
+    def __init__(self, subscription: NatsSubscription, queue: str | None) -> None:
+        self._subscription = subscription
+        self._queue = queue
+
+    @property
+    def subject(self) -> str:
+        return self._subscription.subject
+
+    @property
+    def queue(self) -> str | None:
+        return self._queue
+
+    async def unsubscribe(self) -> None:
+        # Already gone with its connection, or unsubscribed before: nothing left to stop.
+        with contextlib.suppress(*_GONE):
+            await self._subscription.unsubscribe()
+
+    async def drain(self) -> None:
+        with contextlib.suppress(*_GONE):
+            await self._subscription.drain()  # type: ignore[no-untyped-call]
+
+
+class NatsBus:
+    """A bus on one NATS connection. Open it with `NatsBus.connect` or `open_bus`.
+
+    Args:
+        client: A connected nats-py client; the bus owns it from now on.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    @classmethod
+    async def connect(
+        cls,
+        servers: str | Sequence[str],
+        *,
+        name: str | None = None,
+        connect_timeout: float = 5.0,
+    ) -> NatsBus:
+        """Connect to NATS; reconnects forever once connected.
+
+        Raises:
+            ConnectionError: No server in ``servers`` could be reached.
+        """
+        client = Client()
+        urls = [servers] if isinstance(servers, str) else list(servers)
+        try:
+            await client.connect(
+                servers=urls,
+                name=name,
+                connect_timeout=int(max(1, connect_timeout)),
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                error_cb=_log_error,
+            )
+        except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
+            await client.close()
+            raise ConnectionError(f"cannot connect to NATS at {', '.join(urls)}") from exc
+        return cls(client)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def client(self) -> Client:
+        """The underlying nats-py client, for what the bus does not cover (JetStream)."""
+        return self._client
+
+    @property
+    def max_payload(self) -> int:
+        return self._client.max_payload
+
+    def new_inbox(self) -> str:
+        return self._client.new_inbox()
+
+    async def publish(
+        self, subject: str, data: bytes, *, reply: str = "", headers: Headers | None = None
+    ) -> None:
+        validate_publish_subject(subject)
+        try:
+            await self._client.publish(
+                subject, data, reply=reply, headers=dict(headers) if headers else None
+            )
+        except nats.errors.MaxPayloadError as exc:
+            raise PayloadTooLargeError(
+                f"payload of {len(data)} bytes exceeds max_payload of {self.max_payload}"
+            ) from exc
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
+            raise BusClosedError("the NATS connection is draining or closed") from exc
+
+    async def subscribe(
+        self, subject: str, handler: Handler, *, queue: str | None = None
+    ) -> _NatsSubscription:
+        validate_subscribe_subject(subject)
+        if queue is not None:
+            validate_queue(queue)
+
+        async def deliver(msg: Msg) -> None:
+            message = Message(msg.subject, msg.data, msg.reply, msg.headers)
+            try:
+                await handler(message)
+            except Exception:  # noqa: BLE001 - reported, and delivery goes on
+                _log.exception("handler for %r failed on %r", subject, msg.subject)
+
+        try:
+            subscription = await self._client.subscribe(subject, queue=queue or "", cb=deliver)
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
+            raise BusClosedError("the NATS connection is draining or closed") from exc
+        return _NatsSubscription(subscription, queue)
+
+    async def request(
+        self, subject: str, data: bytes, *, timeout: float, headers: Headers | None = None
+    ) -> Message:
+        validate_publish_subject(subject)
+        try:
+            msg = await self._client.request(
+                subject, data, timeout=timeout, headers=dict(headers) if headers else None
+            )
+        except nats.errors.NoRespondersError as exc:
+            raise NoRespondersError(f"no responders on {subject!r}") from exc
+        except nats.errors.TimeoutError as exc:
+            raise MeshTimeoutError(f"no reply on {subject!r} within {timeout:g}s") from exc
+        except nats.errors.MaxPayloadError as exc:
+            raise PayloadTooLargeError(
+                f"payload of {len(data)} bytes exceeds max_payload of {self.max_payload}"
+            ) from exc
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
+            raise BusClosedError("the NATS connection is draining or closed") from exc
+        return Message(msg.subject, msg.data, msg.reply, msg.headers)
+
+    async def flush(self, *, timeout: float = 10.0) -> None:
+        try:
+            await self._client.flush(timeout=int(max(1, timeout)))
+        except nats.errors.ConnectionClosedError as exc:
+            raise BusClosedError("the NATS connection is closed") from exc
+        except nats.errors.FlushTimeoutError as exc:
+            raise MeshTimeoutError(f"flush did not complete within {timeout:g}s") from exc
+
+    async def drain(self) -> None:
+        if self._client.is_closed:
+            return
+        await self._client.drain()
+
+    async def close(self) -> None:
+        if not self._client.is_closed:
+            await self._client.close()
+
+
+async def _log_error(exc: Exception) -> None:
+    _log.warning("NATS connection error: %s", exc)
