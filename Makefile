@@ -17,6 +17,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mesh agents patterns tests bench
+	$(VENV)/bin/ruff format --check mesh agents patterns tests bench
 	$(VENV)/bin/mypy mesh
 
 test: lint

@@ -8,7 +8,6 @@ reports it through its ports file, so two servers never race for one port.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -125,16 +124,3 @@ class NatsServerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _main() -> None:  # pragma: no cover - a convenience for people, exercised by hand
-    with NatsServerProcess(jetstream=True) as server:
-        print(server.url, flush=True)
-        try:
-            os.waitpid(server.pid, 0)
-        except KeyboardInterrupt:
-            pass
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _main()

@@ -7,8 +7,8 @@ groups follow the server's rules, and requests fail the same ways (no responders
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import math
 import random
 import secrets
 from types import TracebackType
@@ -16,7 +16,6 @@ from typing import Self
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from mesh.bus.base import DEFAULT_MAX_PAYLOAD, BusClosedError, Handler, Headers, Message
 from mesh.bus.subjects import (
@@ -31,6 +30,7 @@ __all__ = ["InMemoryBus"]
 
 _log = logging.getLogger("mesh.bus")
 _INTEREST_CACHE_SIZE = 1024
+_YIELD_EVERY = 64
 
 
 class _Interest:
@@ -47,16 +47,18 @@ class _Interest:
 
 
 class _MemorySubscription:
+    # An asyncio queue rather than an anyio stream: delivery is the hot path of every call,
+    # and the mesh runs on asyncio anyway (nats-py does). The delivery task is owned by the
+    # bus's task group.
     def __init__(self, bus: InMemoryBus, subject: str, queue: str | None, handler: Handler) -> None:
         self._bus = bus
         self._subject = subject
         self._queue = queue
         self._handler = handler
-        send, receive = anyio.create_memory_object_stream[Message](math.inf)
-        self._send: MemoryObjectSendStream[Message] = send
-        self._receive: MemoryObjectReceiveStream[Message] = receive
+        self._pending: asyncio.Queue[Message | None] = asyncio.Queue()
         self._scope = anyio.CancelScope()
         self._done = anyio.Event()
+        self._closed = False
 
     @property
     def subject(self) -> str:
@@ -67,11 +69,11 @@ class _MemorySubscription:
         return self._queue
 
     def put(self, message: Message) -> None:
-        self._send.send_nowait(message)
+        self._pending.put_nowait(message)
 
     async def run(self) -> None:
-        with self._scope, self._receive:
-            async for message in self._receive:
+        with self._scope:
+            while (message := await self._pending.get()) is not None:
                 try:
                     await self._handler(message)
                 except Exception:  # noqa: BLE001 - reported, and delivery goes on
@@ -81,13 +83,14 @@ class _MemorySubscription:
 
     async def unsubscribe(self) -> None:
         self._bus._remove(self)
-        self._send.close()
         self._scope.cancel()
         self._done.set()
 
     async def drain(self) -> None:
         self._bus._remove(self)
-        self._send.close()
+        if not self._closed:
+            self._closed = True
+            self._pending.put_nowait(None)  # after every message already queued
         await self._done.wait()
 
 
@@ -106,8 +109,8 @@ class InMemoryBus:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closed = False
         self._inbox_prefix = f"_INBOX.{secrets.token_hex(8)}"
-        self._pending: dict[str, _PendingReply] = {}
-        self._reply_subscription: _MemorySubscription | None = None
+        self._replies: dict[str, asyncio.Future[Message]] = {}
+        self._unyielded = 0
 
     async def __aenter__(self) -> Self:
         self._task_group = anyio.create_task_group()
@@ -135,8 +138,11 @@ class InMemoryBus:
         self, subject: str, data: bytes, *, reply: str = "", headers: Headers | None = None
     ) -> None:
         self._publish(subject, data, reply, headers)
-        # Let subscribers run between publishes, as a socket write would.
-        await anyio.lowlevel.checkpoint()
+        self._unyielded += 1
+        if self._unyielded >= _YIELD_EVERY:
+            # A publisher in a tight loop lets subscribers run, as a full socket buffer would.
+            self._unyielded = 0
+            await anyio.lowlevel.checkpoint()
 
     async def subscribe(
         self, subject: str, handler: Handler, *, queue: str | None = None
@@ -156,24 +162,23 @@ class InMemoryBus:
         self, subject: str, data: bytes, *, timeout: float, headers: Headers | None = None
     ) -> Message:
         self._check_open()
-        if self._reply_subscription is None:
-            self._reply_subscription = await self.subscribe(
-                f"{self._inbox_prefix}.*", self._resolve_reply
-            )
+        if not self._interest_in(subject):
+            validate_publish_subject(subject)
+            raise NoRespondersError(f"no responders on {subject!r}")
         inbox = self.new_inbox()
-        pending = _PendingReply()
-        self._pending[inbox] = pending
+        # Like nats-py's request: one future per request, resolved when its inbox is published
+        # to (the reply still reaches any other subscription matching the inbox).
+        reply: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._replies[inbox] = reply
         try:
-            if not self._interest_in(subject):
-                raise NoRespondersError(f"no responders on {subject!r}")
             self._publish(subject, data, inbox, headers)
-            with anyio.move_on_after(timeout):
-                await pending.event.wait()
+            try:
+                async with asyncio.timeout(timeout):
+                    return await reply
+            except TimeoutError:
+                raise MeshTimeoutError(f"no reply on {subject!r} within {timeout:g}s") from None
         finally:
-            del self._pending[inbox]
-        if pending.message is None:
-            raise MeshTimeoutError(f"no reply on {subject!r} within {timeout:g}s")
-        return pending.message
+            del self._replies[inbox]
 
     async def flush(self, *, timeout: float = 10.0) -> None:
         self._check_open()
@@ -207,6 +212,10 @@ class InMemoryBus:
                 f"payload of {len(data)} bytes exceeds max_payload of {self._max_payload}"
             )
         message = Message(subject, bytes(data), reply, dict(headers) if headers else None)
+        if subject.startswith(self._inbox_prefix):
+            waiting = self._replies.get(subject)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(message)
         interest = self._interest_in(subject)
         for subscription in interest.plain:
             subscription.put(message)
@@ -232,17 +241,3 @@ class InMemoryBus:
         if subscription in self._subscriptions:
             self._subscriptions.remove(subscription)
             self._interest.clear()
-
-    async def _resolve_reply(self, message: Message) -> None:
-        pending = self._pending.get(message.subject)
-        if pending is not None and pending.message is None:
-            pending.message = message
-            pending.event.set()
-
-
-class _PendingReply:
-    __slots__ = ("event", "message")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.message: Message | None = None

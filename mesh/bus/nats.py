@@ -25,6 +25,7 @@ from mesh.errors import MeshTimeoutError, NoRespondersError, PayloadTooLargeErro
 __all__ = ["NatsBus"]
 
 _log = logging.getLogger("mesh.bus")
+_RECONNECT_WAIT = 1  # seconds between attempts on one server (nats-py types it int)
 _GONE = (
     nats.errors.ConnectionClosedError,
     nats.errors.ConnectionDrainingError,
@@ -72,26 +73,38 @@ class NatsBus:
         *,
         name: str | None = None,
         connect_timeout: float = 5.0,
+        connect_attempts: int = 3,
     ) -> NatsBus:
-        """Connect to NATS; reconnects forever once connected.
+        """Connect to NATS: a few attempts per server, then reconnect forever once connected.
+
+        Args:
+            servers: One URL, a comma-separated list, or a sequence of URLs.
+            name: Connection name shown by the server's monitoring.
+            connect_timeout: Seconds for each connection attempt.
+            connect_attempts: Attempts per server before giving up on the first connect.
 
         Raises:
             ConnectionError: No server in ``servers`` could be reached.
         """
         client = Client()
-        urls = [servers] if isinstance(servers, str) else list(servers)
+        if isinstance(servers, str):
+            servers = [url.strip() for url in servers.split(",") if url.strip()]
+        urls = list(servers)
         try:
             await client.connect(
                 servers=urls,
                 name=name,
                 connect_timeout=int(max(1, connect_timeout)),
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
+                reconnect_time_wait=_RECONNECT_WAIT,
+                max_reconnect_attempts=connect_attempts,
                 error_cb=_log_error,
             )
         except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
             await client.close()
             raise ConnectionError(f"cannot connect to NATS at {', '.join(urls)}") from exc
+        # nats-py uses one limit for the first connect and for reconnects: once connected,
+        # a node must survive a server restart however long it takes.
+        client.options["max_reconnect_attempts"] = -1
         return cls(client)
 
     async def __aenter__(self) -> Self:

@@ -1,0 +1,485 @@
+"""Configuration: the YAML file, ``MESH_*`` variables and CLI overrides, validated as `MeshConfig`.
+
+Precedence, highest first: overrides (CLI flags), ``MESH_*`` variables (``__`` nests, e.g.
+``MESH_AGENTS__ECHO__TIMEOUT``; names are matched case-insensitively, so an agent reached this
+way has a lower-case name), ``NATS_URL`` (``bus.url`` only), the file, the defaults. Loading
+either returns a complete, valid config or raises one `ConfigError` listing every problem with
+where it came from: the file and line of the key, or the variable.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, TypeVar
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from mesh.agent import Agent
+from mesh.errors import UnknownAgentError
+from mesh.subjects import validate_agent_name
+
+__all__ = [
+    "BUILTIN_KINDS",
+    "AgentSpec",
+    "BusConfig",
+    "ConfigError",
+    "ConfigProblem",
+    "Defaults",
+    "MeshConfig",
+    "config_json_schema",
+    "load_config",
+    "resolve_kind",
+]
+
+BUILTIN_KINDS: Mapping[str, str] = MappingProxyType(
+    {"echo": "agents.echo:EchoAgent", "upper": "agents.upper:UpperAgent"}
+)
+"""Short names of the built-in agent kinds, and the ``module:Class`` each stands for."""
+
+_ENV_PREFIX = "MESH_"
+_Loc = tuple[str, ...]
+_Where = Callable[[_Loc], tuple[str | None, int | None]]
+"""Where a value at a key path came from: (file or ``$VARIABLE``, line)."""
+_T = TypeVar("_T")
+
+
+def resolve_kind(kind: str) -> type[Agent[Any]]:
+    """Return the agent class a ``kind`` names.
+
+    Args:
+        kind: A key of `BUILTIN_KINDS`, or ``"package.module:ClassName"``.
+
+    Returns:
+        The class, a subclass of `Agent`.
+
+    Raises:
+        ValueError: The kind is unknown, its module cannot be imported, or it names something
+            that is not an `Agent` subclass.
+    """
+    target = BUILTIN_KINDS.get(kind, kind)
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        builtins = ", ".join(sorted(BUILTIN_KINDS))
+        raise ValueError(f"unknown kind {kind!r}: use one of {builtins} or 'package.module:Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"kind {kind!r}: cannot import module {module_name!r} ({exc})") from exc
+    found = getattr(module, attr, None)
+    if found is None:
+        raise ValueError(f"kind {kind!r}: module {module_name!r} has no {attr!r}")
+    if not (isinstance(found, type) and issubclass(found, Agent)):
+        raise ValueError(f"kind {kind!r}: {target!r} is not an Agent subclass")
+    return found
+
+
+class Defaults(BaseModel):
+    """Limits for every agent that does not set its own."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    timeout: float = Field(default=60.0, gt=0)
+    """Seconds an agent may work on a task that carries no deadline."""
+    max_concurrency: int = Field(default=16, ge=1)
+    """Tasks one node runs at once; above it, messages wait."""
+    max_message_bytes: int = Field(default=1_048_576, ge=1)
+    """Largest incoming task accepted, in bytes."""
+
+
+class BusConfig(BaseModel):
+    """Where the mesh's messages travel."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    url: str | None = None
+    """NATS server URL (several may be given, comma separated); ``None`` is the in-memory bus."""
+    name: str | None = None
+    """Connection name the server shows for this client."""
+
+
+class AgentSpec(BaseModel):
+    """One agent of the mesh; keys beyond the common ones are the settings of its kind."""
+
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
+
+    kind: str
+    """A builtin short name (``echo``, ``upper``) or ``"package.module:ClassName"``."""
+    description: str | None = None
+    """One line saying what it does; replaces the class's own."""
+    max_concurrency: int | None = Field(default=None, ge=1)
+    """Tasks one node runs at once; ``None`` is ``defaults.max_concurrency``."""
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds per task without a deadline; ``None`` is ``defaults.timeout``."""
+    replicas: int = Field(default=1, ge=1)
+    """How many node processes ``mesh up`` starts."""
+
+    @field_validator("kind")
+    @classmethod
+    def _kind_resolves(cls, kind: str) -> str:
+        resolve_kind(kind)
+        return kind
+
+    @model_validator(mode="after")
+    def _settings_fit_kind(self) -> AgentSpec:
+        # A ValidationError raised here keeps its locations, nested under this agent.
+        resolve_kind(self.kind).config_model.model_validate(self.settings)
+        return self
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The keys beyond the common ones: settings for the kind's ``config_model``."""
+        return dict(self.model_extra or {})
+
+
+def _check_entry(entry: str, agents: Iterable[str]) -> None:
+    names = sorted(agents)
+    if entry not in names:
+        raise ValueError(f"entry {entry!r} is not a declared agent (declared: {names})")
+
+
+class MeshConfig(BaseModel):
+    """The whole mesh: bus, defaults and agents, as loaded by `load_config`."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    bus: BusConfig = Field(default_factory=BusConfig)
+    """The message bus."""
+    defaults: Defaults = Field(default_factory=Defaults)
+    """Limits for agents that set none."""
+    agents: dict[Annotated[str, AfterValidator(validate_agent_name)], AgentSpec] = Field(
+        default_factory=dict
+    )
+    """The agents, by the name they are called by."""
+    entry: str | None = None
+    """The agent ``make demo`` and ``mesh run`` call; must be one of ``agents``."""
+    source: SkipJsonSchema[str | None] = Field(default=None, exclude=True)
+    """Path of the file it was loaded from, for messages; set by `load_config`."""
+
+    @field_validator("entry")
+    @classmethod
+    def _entry_declared(cls, entry: str | None, info: ValidationInfo) -> str | None:
+        if entry is not None and "agents" in info.data:  # absent: agents failed, reported there
+            _check_entry(entry, info.data["agents"])
+        return entry
+
+    def build_agent(self, name: str) -> Agent[Any]:
+        """Instantiate the agent declared as ``name``, with its settings validated.
+
+        Args:
+            name: A key of ``agents``.
+
+        Returns:
+            The agent, named ``name``, with its ``description`` if the spec gives one.
+
+        Raises:
+            UnknownAgentError: No agent of that name is declared.
+            ValueError: Its kind does not resolve (see `resolve_kind`).
+            pydantic.ValidationError: Its settings do not fit its kind's ``config_model``.
+        """
+        spec = self._spec(name)
+        cls = resolve_kind(spec.kind)
+        agent = cls(name=name, config=cls.config_model.model_validate(spec.settings))
+        if spec.description is not None:
+            agent.description = spec.description
+        return agent
+
+    def max_concurrency(self, name: str) -> int:
+        """How many tasks a node of ``name`` runs at once.
+
+        Raises:
+            UnknownAgentError: No agent of that name is declared.
+        """
+        value = self._spec(name).max_concurrency
+        return self.defaults.max_concurrency if value is None else value
+
+    def timeout(self, name: str) -> float:
+        """Seconds ``name`` may work on a task that carries no deadline.
+
+        Raises:
+            UnknownAgentError: No agent of that name is declared.
+        """
+        value = self._spec(name).timeout
+        return self.defaults.timeout if value is None else value
+
+    def _spec(self, name: str) -> AgentSpec:
+        try:
+            return self.agents[name]
+        except KeyError:
+            raise UnknownAgentError(f"no agent {name!r} in the configuration") from None
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with the configuration, and where it came from."""
+
+    file: str | None
+    """The file, ``$NAME`` for an environment variable, ``None`` for overrides."""
+    line: int | None
+    """1-based line of the offending key in ``file``."""
+    field: str
+    """Dotted path of the offending key (``agents.echo.timeout``); empty for the whole file."""
+    message: str
+    """What is wrong."""
+
+    def __str__(self) -> str:
+        where = ":".join(str(part) for part in (self.file, self.line) if part is not None)
+        return ": ".join(part for part in (where, self.field, self.message) if part)
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; ``problems`` lists every reason.
+
+    Args:
+        problems: Every problem found, in the order found.
+    """
+
+    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+class _EnvLayer(BaseSettings):
+    """The shape ``MESH_*`` variables are read into: its types guide decoding; never validated."""
+
+    model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, env_nested_delimiter="__")
+
+    bus: BusConfig = Field(default_factory=BusConfig)
+    defaults: Defaults = Field(default_factory=Defaults)
+    agents: dict[str, AgentSpec] = Field(default_factory=dict)
+    entry: str | None = None
+
+
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' env source over a given mapping; bad JSON becomes a problem."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self.problems: list[ConfigProblem] = []
+        super().__init__(_EnvLayer)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name.lower(): value for name, value in self._environ.items()}
+
+    def prepare_field_value(
+        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
+    ) -> Any:
+        try:
+            return super().prepare_field_value(field_name, field, value, value_is_complex)
+        except ValueError as exc:  # only a top-level MESH_<FIELD> is decoded strictly
+            var = _closest(_env_names(self._environ), (field_name,))
+            self.problems.append(ConfigProblem(f"${var}", None, field_name, f"not JSON: {exc}"))
+            return None
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> MeshConfig:
+    """Read, merge and validate the configuration.
+
+    Args:
+        path: The YAML file; ``None`` for none (defaults, environment and overrides only).
+        overrides: Nested values from CLI flags (``{"bus": {"url": ...}}``); they win over
+            everything. Keys left out are not overridden.
+        environ: Environment variables; defaults to ``os.environ``.
+
+    Returns:
+        The validated config, with ``source`` set to ``path``.
+
+    Raises:
+        ConfigError: The file is missing or not YAML, or the merged values are invalid; it
+            lists every problem, each with its file and line or its variable.
+    """
+    environ = os.environ if environ is None else environ
+    env_source = _EnvSource(environ)
+    env_vars = _env_names(environ)
+    layers: list[tuple[Mapping[str, Any], _Where]] = []  # lowest precedence first
+    if path is not None:
+        file = str(path)
+        data, lines = _read_yaml(file)
+        layers.append((data, lambda loc: (file, _closest(lines, loc))))
+    if nats_url := environ.get("NATS_URL"):
+        layers.append(({"bus": {"url": nats_url}}, lambda loc: ("$NATS_URL", None)))
+    layers.append((env_source(), lambda loc: (f"${_closest(env_vars, loc)}", None)))
+    layers.append((overrides or {}, lambda loc: (None, None)))
+
+    merged: dict[str, Any] = {}
+    origins: dict[_Loc, _Where] = {}  # every key path, by the layer whose value won
+    for values, where in layers:
+        merged = _merge(merged, values)
+        for key_path, value in _paths(values):  # a merged mapping stays with who began it
+            if key_path not in origins or not isinstance(value, Mapping):
+                origins[key_path] = where
+    problems = list(env_source.problems)
+    if "source" in merged:  # a field of the model, but only this function sets it
+        problems.append(_problem(("source",), _MESSAGES["extra_forbidden"], origins))
+        del merged["source"]
+    try:
+        config = MeshConfig.model_validate(merged)
+    except ValidationError as exc:
+        problems += _validation_problems(exc, merged, origins)
+    if problems:
+        raise ConfigError(problems)
+    return config.model_copy(update={"source": None if path is None else str(path)})
+
+
+def config_json_schema() -> dict[str, Any]:
+    """Return the JSON Schema of the configuration file (for editors and tooling).
+
+    Returns:
+        ``MeshConfig.model_json_schema()``.
+    """
+    return MeshConfig.model_json_schema()
+
+
+_MESSAGES = {"extra_forbidden": "unknown key", "missing": "required key is missing"}
+
+
+def _validation_problems(
+    exc: ValidationError, merged: Mapping[str, Any], origins: Mapping[_Loc, _Where]
+) -> list[ConfigProblem]:
+    """Every error of ``exc``, then the checks pydantic skipped because of them.
+
+    An agent's settings are checked once its common keys are valid, and ``entry`` once all
+    agents are; so that every problem shows at once, both are rerun here on the raw values.
+    """
+    problems = _error_problems(exc, (), origins)
+    failed = {problem.field for problem in problems}
+    agents = merged.get("agents")
+    for name, raw in agents.items() if isinstance(agents, Mapping) else ():
+        common = {f"agents.{name}.{key}" for key in AgentSpec.model_fields}
+        if not isinstance(raw, Mapping) or not failed & common or f"agents.{name}.kind" in failed:
+            continue
+        settings = {key: value for key, value in raw.items() if key not in AgentSpec.model_fields}
+        try:
+            resolve_kind(str(raw["kind"])).config_model.model_validate(settings)
+        except ValidationError as settings_exc:
+            problems += _error_problems(settings_exc, ("agents", str(name)), origins)
+    entry = merged.get("entry")
+    if isinstance(entry, str) and isinstance(agents, Mapping) and "entry" not in failed:
+        try:
+            _check_entry(entry, map(str, agents))
+        except ValueError as entry_exc:
+            problems.append(_problem(("entry",), str(entry_exc), origins))
+    return problems
+
+
+def _error_problems(
+    exc: ValidationError, prefix: _Loc, origins: Mapping[_Loc, _Where]
+) -> list[ConfigProblem]:
+    problems = []
+    for error in exc.errors():
+        loc = prefix + tuple(str(part) for part in error["loc"] if part != "[key]")
+        if error["type"] == "value_error":
+            message = str(error.get("ctx", {}).get("error", error["msg"]))
+        else:
+            message = _MESSAGES.get(error["type"], error["msg"])
+        problems.append(_problem(loc, message, origins))
+    return problems
+
+
+def _problem(loc: _Loc, message: str, origins: Mapping[_Loc, _Where]) -> ConfigProblem:
+    where = _closest(origins, loc)
+    file, line = where(loc) if where is not None else (None, None)
+    return ConfigProblem(file, line, ".".join(loc), message)
+
+
+def _read_yaml(file: str) -> tuple[dict[str, Any], dict[_Loc, int]]:
+    """The file's mapping, and the 1-based line of every key path in it."""
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem(file, None, "", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigProblem(file, None, "", f"cannot read: {exc}")]) from exc
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = {} if node is None else loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        problem = ConfigProblem(file, line, "", f"invalid YAML: {exc.problem or exc}")
+        raise ConfigError([problem]) from exc
+    finally:
+        loader.dispose()
+    if node is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        problem = ConfigProblem(file, node.start_mark.line + 1, "", "expected a mapping of keys")
+        raise ConfigError([problem])
+    return data, _key_lines(node, ())
+
+
+def _key_lines(node: yaml.Node, path: _Loc) -> dict[_Loc, int]:
+    """The line of ``node`` and of every key path below it (parents before children)."""
+    lines = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = (*path, str(key.value))
+            lines |= _key_lines(value, child) | {child: key.start_mark.line + 1}
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines |= _key_lines(item, (*path, str(index)))
+    return lines
+
+
+def _env_names(environ: Mapping[str, str]) -> dict[_Loc, str]:
+    """Each ``MESH_*`` variable, by the key path it sets."""
+    return {
+        tuple(name[len(_ENV_PREFIX) :].lower().split("__")): name
+        for name in environ
+        if name.upper().startswith(_ENV_PREFIX)
+    }
+
+
+def _paths(data: Mapping[str, Any], prefix: _Loc = ()) -> Iterator[tuple[_Loc, Any]]:
+    """Every key path in ``data`` with its value, parents before children."""
+    for key, value in data.items():
+        yield (path := (*prefix, str(key))), value
+        if isinstance(value, Mapping):
+            yield from _paths(value, path)
+
+
+def _closest(found: Mapping[_Loc, _T], loc: _Loc) -> _T | None:
+    """The value whose path shares the longest start with ``loc`` (the first on ties)."""
+    best = max(found, key=lambda path: _shared(path, loc), default=())
+    return found[best] if _shared(best, loc) else None
+
+
+def _shared(path: _Loc, loc: _Loc) -> int:
+    for index, (mine, theirs) in enumerate(zip(path, loc, strict=False)):
+        if mine != theirs:
+            return index
+    return min(len(path), len(loc))
+
+
+def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``top``, nested mappings merged key by key; neither is changed."""
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        if isinstance(value, Mapping):
+            merged[key] = _merge(below if isinstance(below, Mapping) else {}, value)
+        else:
+            merged[key] = value
+    return merged

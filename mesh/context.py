@@ -1,0 +1,162 @@
+"""`Context`: everything an agent may do, and the seam where the mesh keeps its promises.
+
+Each call made through a context is stamped with what is left of the caller's deadline (never
+more), the call path and the correlation id of the tree; the callee's usage is added to the
+caller's, so the reply to a top-level task carries the cost of everything below it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from mesh.envelope import Event, Reply, Task, Usage
+
+if TYPE_CHECKING:
+    from mesh.bus import Subscription
+    from mesh.runtime import Runtime
+
+__all__ = ["Context", "EventHandler"]
+
+EventHandler = Callable[[Event], Awaitable[None]]
+"""Called with each event a subscription receives."""
+
+
+class Context:
+    """What an agent may do while it handles a task (or runs, for `Agent.start`).
+
+    Created by the runtime; an agent never builds one. ``task`` is ``None`` for the context
+    given to `Agent.start`.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        agent: str,
+        task: Task | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        self._runtime = runtime
+        self.agent = agent
+        """Name of the agent this context belongs to."""
+        self.task = task
+        """The task being handled, or ``None`` in `Agent.start`."""
+        self.deadline = deadline
+        """Absolute deadline (Unix seconds) of the work, or ``None``."""
+        self.usage = Usage()
+        """Usage of every call made through this context so far."""
+
+    @functools.cached_property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger that tags records with the agent and the task id."""
+        return logging.LoggerAdapter(
+            logging.getLogger(f"mesh.agent.{self.agent}"),
+            {"agent": self.agent, "task_id": self.task.id if self.task else None},
+        )
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """Agents from the top of the call tree down to this one."""
+        above = tuple(self.task.path) if self.task else ()
+        return (*above, self.agent)
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline, or ``None`` without one."""
+        return None if self.deadline is None else self.deadline - time.time()
+
+    def add_usage(self, usage: Usage) -> None:
+        """Count usage made by this agent itself (the LLM layer calls it for every model call)."""
+        self.usage = self.usage + usage
+
+    async def request(
+        self,
+        agent: str,
+        input: Any,
+        *,
+        timeout: float | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> Reply:
+        """Send a task to ``agent`` and return its reply, failed or not (errors never raise).
+
+        Args:
+            agent: The callee's name.
+            input: What it works on.
+            timeout: Seconds to allow; capped by what is left of this task's deadline.
+            context: Metadata merged over this task's context for the callee.
+        """
+        parent = self.task
+        merged = {**parent.context, **(context or {})} if parent else dict(context or {})
+        task = Task(
+            input=input,
+            correlation_id=(parent.correlation_id or parent.id) if parent else None,
+            sender=self.agent,
+            context=merged,
+            path=list(self.path),
+        )
+        reply = await self._runtime.send(agent, task, timeout=timeout, deadline=self.deadline)
+        self.add_usage(reply.usage)
+        return reply
+
+    async def call(
+        self,
+        agent: str,
+        input: Any,
+        *,
+        timeout: float | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> Any:
+        """Send a task to ``agent`` and return its output.
+
+        Raises:
+            MeshError: The callee's error, rebuilt as the same class (e.g. `NoRespondersError`,
+                `DeadlineExceededError`, or whatever the callee raised).
+        """
+        reply = await self.request(agent, input, timeout=timeout, context=context)
+        return reply.unwrap()
+
+    async def call_many(
+        self,
+        agents: Sequence[str],
+        input: Any = None,
+        *,
+        inputs: Sequence[Any] | None = None,
+        timeout: float | None = None,
+    ) -> list[Reply]:
+        """Send tasks to several agents at once and return their replies in the same order.
+
+        Args:
+            agents: The callees (a name may repeat).
+            input: One input for all of them...
+            inputs: ...or one per agent.
+            timeout: Seconds to allow each call (capped by the deadline).
+
+        Raises:
+            ValueError: ``inputs`` does not have one entry per agent.
+        """
+        if inputs is None:
+            inputs = [input] * len(agents)
+        elif len(inputs) != len(agents):
+            raise ValueError(f"{len(inputs)} inputs for {len(agents)} agents")
+        replies: list[Reply | None] = [None] * len(agents)
+
+        async def one(index: int) -> None:
+            replies[index] = await self.request(agents[index], inputs[index], timeout=timeout)
+
+        async with anyio.create_task_group() as group:
+            for index in range(len(agents)):
+                group.start_soon(one, index)
+        return [reply for reply in replies if reply is not None]
+
+    async def emit(self, kind: str, data: Any = None) -> None:
+        """Publish an event on ``mesh.events.<agent>.<kind>`` (fire-and-forget)."""
+        await self._runtime.emit(Event(source=self.agent, kind=kind, data=data))
+
+    async def subscribe(self, subject: str, handler: EventHandler) -> Subscription:
+        """Receive the events matching ``subject`` (e.g. ``mesh.events.*.alert``)."""
+        return await self._runtime.subscribe(subject, handler)

@@ -1,0 +1,164 @@
+"""The wire envelope: a `Task` in, a `Reply` out, with `Usage` and a structured `ErrorInfo`.
+
+These models are the contract documented in ``subjects.md``. Unknown fields are kept (a newer
+peer may send more), and inside a process models are passed along, never re-validated dicts.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mesh.errors import MeshError, error_class
+
+__all__ = ["ErrorInfo", "Event", "Reply", "Task", "Usage", "new_id"]
+
+
+def new_id() -> str:
+    """A fresh task id: 24 hex characters, unique enough across the mesh."""
+    return secrets.token_hex(12)
+
+
+class Usage(BaseModel):
+    """What the work cost: tokens and money, summed over every model call below a task.
+
+    Adding two usages adds each field; the cost is unknown (``None``) as soon as one part of
+    it is unknown, because a total that leaves out an unpriced call would be a lie.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    input_tokens: int = 0
+    """Prompt tokens, over all calls."""
+    output_tokens: int = 0
+    """Completion tokens, over all calls."""
+    cost_usd: float | None = 0.0
+    """Cost in US dollars; ``None`` when some call's price is unknown."""
+    calls: int = 0
+    """Number of model calls."""
+
+    def __add__(self, other: Usage) -> Usage:
+        cost = (
+            None
+            if self.cost_usd is None or other.cost_usd is None
+            else self.cost_usd + other.cost_usd
+        )
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cost_usd=cost,
+            calls=self.calls + other.calls,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+
+class ErrorInfo(BaseModel):
+    """A structured error as it travels in a reply."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    """One of `ErrorCode` (a newer peer may send a code this version does not know)."""
+    message: str
+    """A message safe to show to the caller."""
+    retryable: bool = False
+    """Whether the same task may succeed if sent again."""
+    details: dict[str, Any] | None = None
+    """Structured data about the failure, when the error has some."""
+
+    @classmethod
+    def from_exception(cls, exc: MeshError) -> ErrorInfo:
+        """The wire form of a mesh error."""
+        return cls(
+            code=exc.code.value, message=exc.message, retryable=exc.retryable, details=exc.details
+        )
+
+    def to_exception(self) -> MeshError:
+        """The same exception class the other side raised, rebuilt from the code."""
+        return error_class(self.code)(self.message, retryable=self.retryable, details=self.details)
+
+
+class Task(BaseModel):
+    """A unit of work sent to an agent on ``mesh.agent.<name>.run``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    input: Any
+    """What the agent works on: text, or any JSON/msgpack value."""
+    id: str = Field(default_factory=new_id)
+    """Unique id of this task; the reply carries it back."""
+    correlation_id: str | None = None
+    """Id of the top-level task of the call tree this task belongs to."""
+    sender: str | None = None
+    """Who sent it: the calling agent's name, or a client's."""
+    context: dict[str, Any] = Field(default_factory=dict)
+    """Metadata passed down the call tree (caller-defined keys)."""
+    deadline: float | None = None
+    """Absolute deadline, Unix time in seconds; past it the work is abandoned."""
+    path: list[str] = Field(default_factory=list)
+    """Agents the call went through, from the top; the guard against cycles and depth."""
+
+    def remaining(self, now: float | None = None) -> float | None:
+        """Seconds left before the deadline (negative once past), or ``None`` without one."""
+        if self.deadline is None:
+            return None
+        return self.deadline - (time.time() if now is None else now)
+
+
+class Reply(BaseModel):
+    """The answer to a task: its output or an error, and what it cost."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    """The id of the task answered."""
+    correlation_id: str | None = None
+    """The task's correlation id, echoed."""
+    output: Any = None
+    """The agent's result when it succeeded."""
+    error: ErrorInfo | None = None
+    """Why it failed; ``None`` on success."""
+    usage: Usage = Field(default_factory=Usage)
+    """Tokens and cost of this task and every call below it."""
+    meta: dict[str, Any] = Field(default_factory=dict)
+    """About the handling: ``agent``, ``instance``, ``duration_ms``."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the task succeeded."""
+        return self.error is None
+
+    def unwrap(self) -> Any:
+        """The output, or the reply's error raised as its `MeshError` class."""
+        if self.error is not None:
+            raise self.error.to_exception()
+        return self.output
+
+    @classmethod
+    def failure(cls, task_id: str, exc: MeshError, **fields: Any) -> Reply:
+        """A reply carrying ``exc`` for the task ``task_id``."""
+        return cls(id=task_id, error=ErrorInfo.from_exception(exc), **fields)
+
+
+class Event(BaseModel):
+    """Something an agent announces on ``mesh.events.<agent>.<kind>`` (fire-and-forget)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    source: str
+    """The agent that published it."""
+    kind: str
+    """What happened, one subject token (e.g. ``progress``, ``alert``)."""
+    data: Any = None
+    """The payload."""
+    id: str = Field(default_factory=new_id)
+    """Unique id of the event."""
+    time: float = Field(default_factory=time.time)
+    """When it was published, Unix time in seconds."""

@@ -1,0 +1,256 @@
+"""`AgentHost`: serves one agent's task subject on a bus.
+
+Per message: decode and validate once, check the deadline, run the agent as a task of its own
+(bounded by ``max_concurrency``; above it the subscription waits, nothing is dropped), and
+answer in the request's encoding. Any bad message gets a structured error reply, and the host
+goes on serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from pydantic_core import PydanticSerializationError
+
+from mesh.bus import Message, Subscription
+from mesh.codec import CONTENT_TYPE, Encoding, decode_task, encode, sniff
+from mesh.context import Context
+from mesh.envelope import ErrorInfo, Reply, Task
+from mesh.errors import (
+    AgentError,
+    DeadlineExceededError,
+    ErrorCode,
+    InvalidOutputError,
+    MeshError,
+    PayloadTooLargeError,
+)
+from mesh.subjects import queue_group, task_subject
+
+if TYPE_CHECKING:
+    from mesh.agent import Agent
+    from mesh.runtime import Runtime
+
+__all__ = ["AgentHost", "HostStats"]
+
+_log = logging.getLogger("mesh.host")
+
+# The NATS service error headers, so `nats` CLI users and micro clients see failures.
+ERROR_HEADER = "Nats-Service-Error"
+ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+_STATUS = {
+    ErrorCode.INVALID_JSON: 400,
+    ErrorCode.INVALID_MSGPACK: 400,
+    ErrorCode.BAD_SCHEMA: 400,
+    ErrorCode.INVALID_OUTPUT: 500,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.UNKNOWN_AGENT: 404,
+    ErrorCode.NO_ROUTE: 404,
+    ErrorCode.NO_RESPONDERS: 503,
+    ErrorCode.TIMEOUT: 504,
+    ErrorCode.DEADLINE_EXCEEDED: 504,
+    ErrorCode.CANCELLED: 499,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.AUTH_FAILED: 401,
+    ErrorCode.BUDGET_EXCEEDED: 402,
+    ErrorCode.DEPTH_EXCEEDED: 508,
+}
+
+
+class HostStats:
+    """Counters for ``$SRV.STATS``: requests, errors, processing time."""
+
+    __slots__ = ("errors", "last_error", "processing_ns", "requests", "started")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.processing_ns = 0
+        self.last_error = ""
+        self.started = time.time()
+
+
+class AgentHost:
+    """Serves ``mesh.agent.<name>.run`` for one agent, in its queue group.
+
+    Args:
+        agent: The agent answering the tasks.
+        runtime: The runtime whose bus and calls the agent's context uses.
+        max_concurrency: Tasks run at once; further messages wait.
+        timeout: Seconds a task without a deadline may run.
+        max_message_bytes: Larger tasks are refused with ``payload_too_large``.
+    """
+
+    def __init__(
+        self,
+        agent: Agent[Any],
+        runtime: Runtime,
+        *,
+        max_concurrency: int,
+        timeout: float,
+        max_message_bytes: int,
+    ) -> None:
+        self.agent = agent
+        self.stats = HostStats()
+        self._runtime = runtime
+        self._timeout = timeout
+        self._max_message_bytes = max_message_bytes
+        # asyncio primitives on the per-message path: anyio's cost several times more per
+        # task, and nats-py ties the mesh to asyncio anyway. The host owns its tasks: `stop`
+        # waits for them, `close` cancels them.
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._subscription: Subscription | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._meta = {"agent": agent.name, "instance": runtime.instance}
+
+    @property
+    def subject(self) -> str:
+        """The task subject served."""
+        return task_subject(self.agent.name)
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks running now."""
+        return len(self._tasks)
+
+    async def start(self) -> None:
+        """Subscribe to the task subject in the agent's queue group."""
+        self._subscription = await self._runtime.bus.subscribe(
+            self.subject, self._on_message, queue=queue_group(self.agent.name)
+        )
+
+    async def stop(self) -> None:
+        """Take no new tasks, then wait until every task taken has been answered."""
+        if self._subscription is not None:
+            subscription, self._subscription = self._subscription, None
+            await subscription.drain()
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        """Cancel the tasks still running (after `stop` ran out of time)."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    async def _on_message(self, message: Message) -> None:
+        # Runs in the subscription's delivery task: only wait for a slot, never for the agent.
+        await self._slots.acquire()
+        task = asyncio.create_task(self._handle(message))
+        self._tasks.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        if not self._tasks:
+            self._idle.set()
+
+    async def _handle(self, message: Message) -> None:
+        started = time.perf_counter_ns()
+        try:
+            reply, encoding = await self._answer(message)
+            if message.reply:
+                await self._respond(message.reply, reply, encoding)
+            self._count(reply, time.perf_counter_ns() - started)
+        except Exception:  # noqa: BLE001 - a failed reply must not take the host down
+            _log.exception("agent %r: could not answer a task", self.agent.name)
+
+    async def _answer(self, message: Message) -> tuple[Reply, Encoding]:
+        try:
+            task, encoding = decode_task(
+                message.data, message.headers, max_bytes=self._max_message_bytes
+            )
+        except MeshError as exc:
+            return Reply.failure("", exc, meta=self._meta), sniff(message.data, message.headers)
+        return await self._run(task), encoding
+
+    async def _run(self, task: Task) -> Reply:
+        started = time.perf_counter()
+        now = time.time()
+        allowed = self._timeout
+        remaining = task.remaining(now)
+        if remaining is not None:
+            allowed = min(allowed, remaining)
+        ctx = Context(self._runtime, agent=self.agent.name, task=task, deadline=now + allowed)
+        try:
+            if allowed <= 0:
+                raise DeadlineExceededError("the task's deadline had passed when it arrived")
+            try:
+                async with asyncio.timeout(allowed):
+                    output = await self.agent.execute(task, ctx)
+            except TimeoutError as exc:
+                raise DeadlineExceededError(
+                    f"agent {self.agent.name!r} did not finish within {allowed:.3g}s"
+                ) from exc
+            error = None
+        except MeshError as exc:
+            output, error = None, ErrorInfo.from_exception(exc)
+        except Exception as exc:  # the agent's bug becomes a structured reply
+            ctx.log.exception("agent raised")
+            output = None
+            error = ErrorInfo.from_exception(AgentError(_describe(exc)))
+        meta = {**self._meta, "duration_ms": round((time.perf_counter() - started) * 1000, 3)}
+        return Reply(
+            id=task.id,
+            correlation_id=task.correlation_id,
+            output=output,
+            error=error,
+            usage=ctx.usage,
+            meta=meta,
+        )
+
+    async def _respond(self, subject: str, reply: Reply, encoding: Encoding) -> None:
+        try:
+            data = encode(reply, encoding)
+        except (PydanticSerializationError, TypeError, ValueError) as exc:
+            reply = _failed(reply, InvalidOutputError(f"the output cannot be serialised: {exc}"))
+            data = encode(reply, encoding)
+        try:
+            await self._runtime.bus.publish(subject, data, headers=_headers(reply, encoding))
+        except PayloadTooLargeError as exc:
+            reply = _failed(reply, exc)
+            await self._runtime.bus.publish(
+                subject, encode(reply, encoding), headers=_headers(reply, encoding)
+            )
+
+    def _count(self, reply: Reply, elapsed_ns: int) -> None:
+        stats = self.stats
+        stats.requests += 1
+        stats.processing_ns += elapsed_ns
+        if reply.error is not None:
+            stats.errors += 1
+            stats.last_error = f"{reply.error.code}: {reply.error.message}"
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    if len(text) > 500:
+        text = text[:500] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _failed(reply: Reply, exc: MeshError) -> Reply:
+    return reply.model_copy(update={"output": None, "error": ErrorInfo.from_exception(exc)})
+
+
+def _status(code: str) -> int:
+    try:
+        return _STATUS.get(ErrorCode(code), 500)
+    except ValueError:
+        return 500
+
+
+def _headers(reply: Reply, encoding: Encoding) -> dict[str, str] | None:
+    headers: dict[str, str] = {}
+    if encoding is not Encoding.MSGPACK:
+        headers[CONTENT_TYPE] = Encoding.JSON.value
+    if reply.error is not None:
+        headers[ERROR_HEADER] = " ".join(reply.error.message.split())[:1000]
+        headers[ERROR_CODE_HEADER] = str(_status(reply.error.code))
+    return headers or None

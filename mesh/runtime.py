@@ -1,0 +1,407 @@
+"""`Runtime`: registers agents, serves them on a bus, and calls agents by name.
+
+`LocalRuntime` runs on the in-memory bus, `DistributedRuntime` on NATS; they are one class
+with one code path (both serialise every task and reply), and `Runtime.from_config` picks one
+from the configuration: a NATS URL or none.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Collection, Sequence
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import anyio
+import anyio.abc
+
+from mesh.bus import Bus, Message, Subscription, open_bus
+from mesh.codec import decode, decode_reply, encode
+from mesh.context import Context, EventHandler
+from mesh.discovery import ServiceResponder
+from mesh.envelope import Event, Reply, Task
+from mesh.errors import (
+    DeadlineExceededError,
+    MeshError,
+    NoRespondersError,
+    UnknownAgentError,
+)
+from mesh.host import AgentHost
+from mesh.subjects import event_subject, task_subject, validate_agent_name
+
+if TYPE_CHECKING:
+    from mesh.agent import Agent
+    from mesh.config import MeshConfig
+
+__all__ = ["DistributedRuntime", "LocalRuntime", "Runtime"]
+
+_log = logging.getLogger("mesh.runtime")
+
+DEFAULT_TIMEOUT = 60.0
+"""Seconds a call may take when neither the caller nor a deadline says otherwise."""
+DEFAULT_MAX_CONCURRENCY = 16
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+REPLY_GRACE = 0.5
+"""Seconds a caller waits past the deadline, so the callee's own deadline reply arrives first."""
+
+
+class _Registration:
+    __slots__ = ("agent", "max_concurrency", "timeout")
+
+    def __init__(self, agent: Agent[Any], max_concurrency: int, timeout: float) -> None:
+        self.agent = agent
+        self.max_concurrency = max_concurrency
+        self.timeout = timeout
+
+
+class Runtime:
+    """Hosts agents on a bus and calls agents anywhere on the mesh. Use ``async with``.
+
+    Args:
+        url: NATS server URL; ``None`` runs on the in-memory bus.
+        name: Who top-level calls come from (the ``sender`` of their tasks).
+        timeout: Default seconds for a call, and for a task that arrives without a deadline.
+        max_concurrency: Default tasks run at once per hosted agent.
+        max_message_bytes: Largest task a hosted agent accepts.
+        known_agents: Every agent name of the mesh, when known (from the config): calling
+            another name fails at once with ``unknown_agent``.
+        discovery: Answer ``$SRV`` service discovery for hosted agents.
+        drain_timeout: Seconds `stop` waits for tasks in flight before cancelling them.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        name: str = "client",
+        timeout: float = DEFAULT_TIMEOUT,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        known_agents: Collection[str] | None = None,
+        discovery: bool = True,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        self.url = url
+        self.name = name
+        self.instance = secrets.token_hex(8)
+        """Unique id of this runtime (the service instance id in discovery)."""
+        self._timeout = timeout
+        self._max_concurrency = max_concurrency
+        self._max_message_bytes = max_message_bytes
+        self._known = frozenset(known_agents) if known_agents is not None else None
+        self._discovery = discovery
+        self._drain_timeout = drain_timeout
+        self._registrations: dict[str, _Registration] = {}
+        self._hosts: list[AgentHost] = []
+        self._responders: list[ServiceResponder] = []
+        self._bus: Bus | None = None
+        self._stack: AsyncExitStack | None = None
+        self._background: anyio.CancelScope | None = None
+
+    @classmethod
+    def from_config(
+        cls, config: MeshConfig, *, agents: Sequence[str] | None = None, **options: Any
+    ) -> Runtime:
+        """The runtime the configuration describes, hosting its agents (or only ``agents``).
+
+        Args:
+            config: The mesh configuration.
+            agents: Host only these (a node hosts one); default: every agent of the config.
+            options: More `Runtime` options (e.g. ``drain_timeout``).
+
+        Returns:
+            A `DistributedRuntime` when ``config.bus.url`` is set, else a `LocalRuntime`.
+
+        Raises:
+            UnknownAgentError: A name in ``agents`` is not in the configuration.
+        """
+        names = list(config.agents) if agents is None else list(agents)
+        for name in names:
+            if name not in config.agents:
+                known = ", ".join(sorted(config.agents)) or "none"
+                raise UnknownAgentError(f"no agent {name!r} in the configuration (known: {known})")
+        options = {
+            **options,
+            "timeout": config.defaults.timeout,
+            "max_concurrency": config.defaults.max_concurrency,
+            "max_message_bytes": config.defaults.max_message_bytes,
+            "known_agents": list(config.agents),
+        }
+        runtime: Runtime
+        if config.bus.url:
+            runtime = DistributedRuntime(config.bus.url, **options)
+        else:
+            runtime = LocalRuntime(**options)
+        for name in names:
+            runtime.register(
+                config.build_agent(name),
+                max_concurrency=config.max_concurrency(name),
+                timeout=config.timeout(name),
+            )
+        return runtime
+
+    # -- hosting -------------------------------------------------------------------------------
+
+    def register(
+        self,
+        agent: Agent[Any],
+        *,
+        max_concurrency: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Host ``agent`` once the runtime starts.
+
+        Raises:
+            ValueError: An agent of that name is registered already.
+            RuntimeError: The runtime has started.
+        """
+        if self._stack is not None:
+            raise RuntimeError("register agents before the runtime starts")
+        if agent.name in self._registrations:
+            raise ValueError(f"an agent named {agent.name!r} is registered already")
+        self._registrations[agent.name] = _Registration(
+            agent,
+            max_concurrency or self._max_concurrency,
+            timeout or self._timeout,
+        )
+
+    @property
+    def agents(self) -> list[str]:
+        """Names of the agents this runtime hosts."""
+        return list(self._registrations)
+
+    @property
+    def bus(self) -> Bus:
+        """The bus, once started.
+
+        Raises:
+            RuntimeError: The runtime has not started.
+        """
+        if self._bus is None:
+            raise RuntimeError("the runtime has not started: use `async with runtime:`")
+        return self._bus
+
+    @property
+    def hosts(self) -> list[AgentHost]:
+        """The hosts serving this runtime's agents (empty before start)."""
+        return list(self._hosts)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Connect the bus and serve every registered agent.
+
+        Raises:
+            ConnectionError: NATS cannot be reached.
+        """
+        if self._stack is not None:
+            return
+        stack = AsyncExitStack()
+        try:
+            self._bus = await stack.enter_async_context(open_bus(self.url, name=self.name))
+            group = await stack.enter_async_context(anyio.create_task_group())
+            self._stack = stack
+            for registration in self._registrations.values():
+                await self._serve(registration)
+            registered = self._registrations.values()
+            background = [r.agent for r in registered if r.agent.runs_in_background]
+            if background:
+                group.start_soon(self._run_background, background)
+            # Return only once the server has every subscription: a caller told "ready" must
+            # not get "no responders".
+            await self._bus.flush()
+        except BaseException:
+            self._stack = None
+            await stack.aclose()
+            raise
+
+    async def stop(self) -> None:
+        """Stop taking tasks, answer every task already taken, then close the bus."""
+        if self._stack is None:
+            return
+        stack, self._stack = self._stack, None
+        try:
+            for responder in self._responders:
+                await responder.stop()
+            try:
+                with anyio.move_on_after(self._drain_timeout) as drain:
+                    async with anyio.create_task_group() as group:
+                        for host in self._hosts:
+                            group.start_soon(host.stop)
+                if drain.cancelled_caught:
+                    _log.warning(
+                        "tasks still running after %gs were cancelled", self._drain_timeout
+                    )
+            finally:
+                for host in self._hosts:
+                    await host.close()
+            if self._background is not None:
+                self._background.cancel()
+            await self.bus.drain()
+        finally:
+            await stack.aclose()
+            self._hosts.clear()
+            self._responders.clear()
+            self._bus = None
+
+    async def _serve(self, registration: _Registration) -> None:
+        if not registration.agent.handles_tasks:
+            return
+        host = AgentHost(
+            registration.agent,
+            self,
+            max_concurrency=registration.max_concurrency,
+            timeout=registration.timeout,
+            max_message_bytes=self._max_message_bytes,
+        )
+        await host.start()
+        self._hosts.append(host)
+        if self._discovery:
+            responder = ServiceResponder(self.bus, host, self.instance)
+            await responder.start()
+            self._responders.append(responder)
+
+    async def _run_background(self, agents: list[Agent[Any]]) -> None:
+        with anyio.CancelScope() as scope:
+            self._background = scope
+            async with anyio.create_task_group() as group:
+                for agent in agents:
+                    group.start_soon(self._run_one_background, agent)
+
+    async def _run_one_background(self, agent: Agent[Any]) -> None:
+        try:
+            await agent.start(Context(self, agent=agent.name))
+        except Exception:  # noqa: BLE001 - one failed agent must not stop the others
+            _log.exception("agent %r stopped with an error", agent.name)
+
+    # -- calling -------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        agent: str,
+        input: Any,
+        *,
+        timeout: float | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> Reply:
+        """Send a task to ``agent`` and return its reply, failed or not (see `Context.request`)."""
+        return await self._client().request(agent, input, timeout=timeout, context=context)
+
+    async def call(
+        self,
+        agent: str,
+        input: Any,
+        *,
+        timeout: float | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> Any:
+        """Send a task to ``agent`` and return its output.
+
+        Raises:
+            MeshError: The callee's error as its own class (see `Context.call`).
+        """
+        return await self._client().call(agent, input, timeout=timeout, context=context)
+
+    async def call_many(
+        self,
+        agents: Sequence[str],
+        input: Any = None,
+        *,
+        inputs: Sequence[Any] | None = None,
+        timeout: float | None = None,
+    ) -> list[Reply]:
+        """Call several agents concurrently; replies in order (see `Context.call_many`)."""
+        return await self._client().call_many(agents, input, inputs=inputs, timeout=timeout)
+
+    async def send(
+        self,
+        agent: str,
+        task: Task,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Reply:
+        """Deliver a task built by a `Context` and return the reply; failures come as replies.
+
+        The task's deadline is set here: ``timeout`` (or the default) from now, never past
+        ``deadline``.
+        """
+        now = time.time()
+        allowed = timeout if timeout is not None else self._timeout
+        if deadline is not None:
+            allowed = min(allowed, deadline - now)
+        task.deadline = now + allowed
+        try:
+            self._check_callee(agent)
+            if allowed <= 0:
+                raise DeadlineExceededError(f"no time left to call {agent!r}")
+            try:
+                message = await self.bus.request(
+                    task_subject(agent), encode(task), timeout=allowed + REPLY_GRACE
+                )
+            except NoRespondersError as exc:
+                raise NoRespondersError(f"no node is serving agent {agent!r}") from exc
+            return decode_reply(message.data, message.headers)
+        except MeshError as exc:
+            return Reply.failure(task.id, exc, correlation_id=task.correlation_id)
+
+    def _check_callee(self, agent: str) -> None:
+        try:
+            validate_agent_name(agent)
+        except ValueError as exc:
+            raise UnknownAgentError(str(exc)) from exc
+        known = self._known
+        if known is None and self.url is None:
+            known = frozenset(self._registrations)
+        if known is not None and agent not in known:
+            listed = ", ".join(sorted(known)) or "none"
+            raise UnknownAgentError(f"no agent named {agent!r} on this mesh (known: {listed})")
+
+    def _client(self) -> Context:
+        return Context(self, agent=self.name)
+
+    # -- events --------------------------------------------------------------------------------
+
+    async def emit(self, event: Event) -> None:
+        """Publish ``event`` on ``mesh.events.<source>.<kind>``."""
+        await self.bus.publish(event_subject(event.source, event.kind), encode(event))
+
+    async def subscribe(self, subject: str, handler: EventHandler) -> Subscription:
+        """Receive events on ``subject`` (wildcards allowed); malformed ones are logged, skipped."""
+
+        async def deliver(message: Message) -> None:
+            try:
+                event = decode(message.data, Event, message.headers)
+            except MeshError as exc:
+                _log.warning("skipped a malformed event on %r: %s", message.subject, exc)
+                return
+            await handler(event)
+
+        return await self.bus.subscribe(subject, deliver)
+
+
+class LocalRuntime(Runtime):
+    """A runtime on the in-memory bus: the whole mesh in this process, no server needed."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(url=None, **options)
+
+
+class DistributedRuntime(Runtime):
+    """A runtime on NATS at ``url``: its agents serve, and its calls reach, the whole mesh."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url=url, **options)

@@ -1,0 +1,108 @@
+"""Helper agents shared by the tests (also hosted by node subprocesses as ``tests.support:X``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from pydantic import BaseModel, ConfigDict
+
+from mesh.agent import Agent
+from mesh.context import Context
+from mesh.envelope import Task
+from mesh.errors import NoRouteError
+
+
+class SlowConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    delay: float = 0.2
+
+
+class SlowAgent(Agent[SlowConfig]):
+    """Waits ``delay`` seconds, and reports how many of its tasks ran at once."""
+
+    name = "slow"
+    config_model = SlowConfig
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.active = 0
+        self.peak = 0
+        self.entered = anyio.Event()
+
+    async def execute(self, task: Task, ctx: Context) -> dict[str, Any]:
+        self.entered.set()
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            await anyio.sleep(self.config.delay)
+        finally:
+            self.active -= 1
+        return {"input": task.input, "peak": self.peak}
+
+
+class SleepAgent(Agent[Any]):
+    """Sleeps for as many seconds as its input says."""
+
+    name = "sleep"
+
+    async def execute(self, task: Task, ctx: Context) -> Any:
+        await anyio.sleep(float(task.input))
+        return task.input
+
+
+class FailAgent(Agent[Any]):
+    """Raises a plain exception, or a mesh error when the input is ``"mesh"``."""
+
+    name = "fail"
+
+    async def execute(self, task: Task, ctx: Context) -> Any:
+        if task.input == "mesh":
+            raise NoRouteError("nowhere to go")
+        raise RuntimeError(f"boom on {task.input!r}")
+
+
+class RelayAgent(Agent[Any]):
+    """Calls the agent named in ``input["to"]`` with ``input["input"]``; returns what it got."""
+
+    name = "relay"
+
+    async def execute(self, task: Task, ctx: Context) -> Any:
+        return await ctx.call(task.input["to"], task.input["input"])
+
+
+class FanOutAgent(Agent[Any]):
+    """Calls each agent in ``input["to"]`` at once and returns their outputs."""
+
+    name = "fanout"
+
+    async def execute(self, task: Task, ctx: Context) -> Any:
+        replies = await ctx.call_many(task.input["to"], task.input["input"])
+        return [reply.output for reply in replies]
+
+
+class UnserialisableAgent(Agent[Any]):
+    """Returns something no codec can write."""
+
+    name = "unserialisable"
+
+    async def execute(self, task: Task, ctx: Context) -> Any:
+        return object()
+
+
+class TrickyAgent(Agent[Any]):
+    """Echoes, unless told otherwise: ``"raise"`` raises, ``{"sleep": s}`` sleeps first,
+    ``{"emit": kind}`` emits an event and then waits ``{"hold": s}`` seconds."""
+
+    name = "tricky"
+
+    async def execute(self, task: Task, ctx: Context) -> Any:
+        value = task.input
+        if value == "raise":
+            raise ValueError("asked to raise")
+        if isinstance(value, dict) and "sleep" in value:
+            await anyio.sleep(float(value["sleep"]))
+        if isinstance(value, dict) and "emit" in value:
+            await ctx.emit(str(value["emit"]), task.id)
+            await anyio.sleep(float(value.get("hold", 0)))
+        return value

@@ -1,0 +1,318 @@
+"""The runtime's contract, the same on the in-memory bus and on NATS (only the URL differs)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from agents.echo import EchoAgent
+from agents.upper import UpperAgent
+from mesh.agent import Agent
+from mesh.context import Context
+from mesh.envelope import Event, Reply, Task, Usage
+from mesh.errors import (
+    AgentError,
+    BadSchemaError,
+    DeadlineExceededError,
+    InvalidOutputError,
+    NoRespondersError,
+    NoRouteError,
+    UnknownAgentError,
+)
+from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
+from tests.support import (
+    FailAgent,
+    FanOutAgent,
+    RelayAgent,
+    SleepAgent,
+    SlowAgent,
+    SlowConfig,
+    UnserialisableAgent,
+)
+
+pytestmark = pytest.mark.anyio
+
+MakeRuntime = Callable[..., Runtime]
+
+
+@pytest.fixture(params=["memory", "nats"])
+def make_runtime(request: pytest.FixtureRequest) -> MakeRuntime:
+    """Build a runtime for the parametrised bus: the agent code never changes, only this."""
+    if request.param == "memory":
+        return lambda **options: LocalRuntime(**options)
+    url: str = request.getfixturevalue("nats_url")
+    return lambda **options: DistributedRuntime(url, **options)
+
+
+@pytest.fixture
+async def runtime(make_runtime: MakeRuntime) -> AsyncIterator[Runtime]:
+    rt = make_runtime(known_agents=None)
+    for agent in (
+        EchoAgent(),
+        UpperAgent(),
+        FailAgent(),
+        SleepAgent(),
+        RelayAgent(),
+        FanOutAgent(),
+        UnserialisableAgent(),
+    ):
+        rt.register(agent)
+    async with rt:
+        yield rt
+
+
+async def test_call_returns_the_agents_output(runtime: Runtime) -> None:
+    with anyio.fail_after(5):
+        assert await runtime.call("echo", {"a": [1, 2]}) == {"a": [1, 2]}
+        assert await runtime.call("upper", "quiet") == "QUIET"
+
+
+async def test_reply_envelope_carries_id_output_usage_and_meta(runtime: Runtime) -> None:
+    with anyio.fail_after(5):
+        reply = await runtime.request("echo", "hi")
+    assert reply == Reply(
+        id=reply.id,
+        output="hi",
+        usage=Usage(),
+        meta={
+            "agent": "echo",
+            "instance": runtime.instance,
+            "duration_ms": reply.meta["duration_ms"],
+        },
+    )
+
+
+async def test_agent_exception_becomes_agent_error(runtime: Runtime) -> None:
+    with anyio.fail_after(5), pytest.raises(AgentError, match="RuntimeError: boom on 'x'"):
+        await runtime.call("fail", "x")
+
+
+async def test_mesh_error_keeps_its_class_across_the_bus(runtime: Runtime) -> None:
+    with anyio.fail_after(5), pytest.raises(NoRouteError, match="nowhere to go"):
+        await runtime.call("fail", "mesh")
+
+
+async def test_agent_keeps_serving_after_a_failure(runtime: Runtime) -> None:
+    with anyio.fail_after(5):
+        failed = await runtime.request("fail", "x")
+        assert failed.error is not None
+        assert await runtime.call("echo", "next") == "next"
+
+
+async def test_bad_input_for_an_agent_is_a_structured_error(runtime: Runtime) -> None:
+    with anyio.fail_after(5), pytest.raises(BadSchemaError, match="upper takes text"):
+        await runtime.call("upper", 42)
+
+
+async def test_slow_agent_gets_deadline_exceeded(runtime: Runtime) -> None:
+    started = time.monotonic()
+    with anyio.fail_after(5), pytest.raises(DeadlineExceededError):
+        await runtime.call("sleep", 30, timeout=0.2)
+    assert time.monotonic() - started < 3
+
+
+async def test_unserialisable_output_is_invalid_output(runtime: Runtime) -> None:
+    with anyio.fail_after(5), pytest.raises(InvalidOutputError):
+        await runtime.call("unserialisable", None)
+
+
+async def test_nested_call_stamps_path_sender_and_correlation(runtime: Runtime) -> None:
+    seen: list[Task] = []
+
+    class Spy(Agent[Any]):
+        name = "spy"
+
+        async def execute(self, task: Task, ctx: Context) -> Any:
+            seen.append(task)
+            return "seen"
+
+    spy_runtime = LocalRuntime() if runtime.url is None else DistributedRuntime(runtime.url)
+    spy_runtime.register(Spy())
+    async with spy_runtime:
+        with anyio.fail_after(5):
+            reply = await runtime.request("relay", {"to": "spy", "input": 1}, timeout=10)
+    if runtime.url is None:
+        # Two in-memory buses are two meshes: the spy is not reachable from the first.
+        assert reply.error is not None
+        return
+    assert reply.output == "seen"
+    (child,) = seen
+    assert child.sender == "relay"
+    assert child.path == ["client", "relay"]
+    assert child.correlation_id == reply.id
+    assert child.deadline is not None
+    assert child.deadline <= time.time() + 10
+
+
+async def test_call_many_returns_replies_in_order(runtime: Runtime) -> None:
+    with anyio.fail_after(5):
+        replies = await runtime.call_many(["upper", "echo", "fail"], "abc")
+    assert [r.output for r in replies] == ["ABC", "abc", None]
+    assert replies[2].error is not None
+    assert replies[2].error.code == "agent_error"
+
+
+async def test_call_many_with_one_input_per_agent(runtime: Runtime) -> None:
+    with anyio.fail_after(5):
+        replies = await runtime.call_many(["upper", "upper"], inputs=["a", "b"])
+    assert [r.output for r in replies] == ["A", "B"]
+
+
+async def test_call_many_rejects_mismatched_inputs(runtime: Runtime) -> None:
+    with pytest.raises(ValueError, match="2 inputs for 1 agents"):
+        await runtime.call_many(["echo"], inputs=[1, 2])
+
+
+async def test_agent_fans_out_through_its_context(runtime: Runtime) -> None:
+    with anyio.fail_after(5):
+        output = await runtime.call("fanout", {"to": ["echo", "upper"], "input": "x"})
+    assert output == ["x", "X"]
+
+
+async def test_invalid_agent_name_is_unknown_agent(runtime: Runtime) -> None:
+    with anyio.fail_after(5), pytest.raises(UnknownAgentError, match="invalid agent name"):
+        await runtime.call("not.a.name", 1)
+
+
+async def test_call_with_no_time_left_fails_without_sending(runtime: Runtime) -> None:
+    with anyio.fail_after(5), pytest.raises(DeadlineExceededError):
+        await runtime.call("echo", 1, timeout=0)
+
+
+async def test_max_concurrency_overlaps_tasks_up_to_the_limit(make_runtime: MakeRuntime) -> None:
+    slow = SlowAgent(config=SlowConfig(delay=0.2))
+    rt = make_runtime()
+    rt.register(slow, max_concurrency=8)
+    async with rt:
+        with anyio.fail_after(10):
+            replies = await rt.call_many(["slow"] * 16, "x")
+    assert all(r.ok for r in replies)
+    assert slow.peak == 8
+
+
+async def test_stop_answers_tasks_in_flight(make_runtime: MakeRuntime) -> None:
+    slow = SlowAgent(config=SlowConfig(delay=0.3))
+    server = make_runtime()
+    server.register(slow)
+    replies: list[Reply] = []
+    async with server:
+        started = anyio.Event()
+
+        async def call() -> None:
+            started.set()
+            replies.append(await server.request("slow", "in flight"))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(call)
+                await started.wait()
+                await slow.entered.wait()
+                # The caller shares the bus with the server here, so stop only the hosts.
+                for host in server.hosts:
+                    await host.stop()
+    assert replies[0].output == {"input": "in flight", "peak": 1}
+
+
+async def test_unknown_agent_on_a_known_mesh(make_runtime: MakeRuntime) -> None:
+    rt = make_runtime(known_agents=["echo"])
+    rt.register(EchoAgent())
+    async with rt:
+        with anyio.fail_after(5), pytest.raises(UnknownAgentError, match="known: echo"):
+            await rt.call("ghost", 1)
+
+
+async def test_known_agent_without_a_node_is_no_responders(nats_url: str) -> None:
+    async with DistributedRuntime(nats_url, known_agents=["ghost"]) as rt:
+        with anyio.fail_after(5), pytest.raises(NoRespondersError, match="no node is serving"):
+            await rt.call("ghost", 1)
+
+
+async def test_events_reach_subscribers(runtime: Runtime) -> None:
+    got: list[Event] = []
+    arrived = anyio.Event()
+
+    async def on_event(event: Event) -> None:
+        got.append(event)
+        arrived.set()
+
+    await runtime.subscribe("mesh.events.*.alert", on_event)
+    await runtime.emit(Event(source="watcher", kind="alert", data={"level": 3}))
+    with anyio.fail_after(5):
+        await arrived.wait()
+    assert got[0].model_dump(exclude={"id", "time"}) == {
+        "source": "watcher",
+        "kind": "alert",
+        "data": {"level": 3},
+    }
+
+
+async def test_malformed_event_is_skipped(runtime: Runtime) -> None:
+    got: list[Event] = []
+    arrived = anyio.Event()
+
+    async def on_event(event: Event) -> None:
+        got.append(event)
+        arrived.set()
+
+    await runtime.subscribe("mesh.events.>", on_event)
+    await runtime.bus.publish("mesh.events.x.y", b"{not json")
+    await runtime.emit(Event(source="x", kind="y"))
+    with anyio.fail_after(5):
+        await arrived.wait()
+    assert [e.source for e in got] == ["x"]
+
+
+class Reactor(Agent[Any]):
+    """A long-running agent: answers each ``ping`` event with a ``pong`` event."""
+
+    name = "reactor"
+
+    async def start(self, ctx: Context) -> None:
+        async def on_ping(event: Event) -> None:
+            await ctx.emit("pong", event.data)
+
+        await ctx.subscribe("mesh.events.*.ping", on_ping)
+        await anyio.sleep_forever()
+
+
+async def test_long_running_agent_reacts_to_events(make_runtime: MakeRuntime) -> None:
+    rt = make_runtime()
+    rt.register(Reactor())
+    pongs: list[Any] = []
+    arrived = anyio.Event()
+
+    async def on_pong(event: Event) -> None:
+        pongs.append((event.source, event.data))
+        arrived.set()
+
+    async with rt:
+        await rt.subscribe("mesh.events.reactor.pong", on_pong)
+        with anyio.fail_after(5):
+            while not arrived.is_set():
+                # The reactor subscribes in its own task: ping until it answers.
+                await rt.emit(Event(source="test", kind="ping", data=7))
+                with anyio.move_on_after(0.05):
+                    await arrived.wait()
+    assert pongs[0] == ("reactor", 7)
+
+
+async def test_register_twice_is_refused() -> None:
+    rt = LocalRuntime()
+    rt.register(EchoAgent())
+    with pytest.raises(ValueError, match="registered already"):
+        rt.register(EchoAgent())
+
+
+async def test_register_after_start_is_refused() -> None:
+    async with LocalRuntime() as rt:
+        with pytest.raises(RuntimeError, match="before the runtime starts"):
+            rt.register(EchoAgent())
+
+
+async def test_bus_before_start_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="has not started"):
+        _ = LocalRuntime().bus
