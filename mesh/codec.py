@@ -14,11 +14,13 @@ structured form for a person at a terminal).
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 from typing import Any, TypeVar
 
 import msgpack
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from mesh.bus.base import Headers
 from mesh.envelope import Reply, Task
@@ -131,9 +133,33 @@ def decode(data: bytes, model: type[ModelT], headers: Headers | None = None) -> 
 def encode(model: BaseModel, encoding: Encoding = Encoding.MSGPACK) -> bytes:
     """Write a task or reply; plain text is written as JSON (a reply needs structure)."""
     if encoding is Encoding.MSGPACK:
-        packed: bytes = msgpack.packb(model.model_dump(mode="json"))
-        return packed
+        return _pack(_fields(model))
     return model.model_dump_json().encode()
+
+
+def _fields(model: BaseModel) -> dict[str, Any]:
+    # The model's own field values, as pydantic holds them: packing these directly skips a
+    # full model_dump per message; anything msgpack cannot write goes through _plain.
+    extra = model.__pydantic_extra__
+    return {**model.__dict__, **extra} if extra else model.__dict__
+
+
+def _plain(value: Any) -> Any:
+    """What msgpack cannot write itself (nested models, datetimes, ...), in JSON form."""
+    if isinstance(value, BaseModel):
+        return _fields(value)
+    return to_jsonable_python(value)
+
+
+_packer = functools.partial(msgpack.packb, default=_plain)
+
+
+def _pack(obj: Any) -> bytes:
+    try:
+        packed: bytes = _packer(obj)
+    except (TypeError, ValueError, PydanticSerializationError) as exc:
+        raise TypeError(f"cannot be written as msgpack: {exc}") from exc
+    return packed
 
 
 def _decode(data: bytes, encoding: Encoding, model: type[ModelT]) -> ModelT:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from mesh.envelope import Event, Reply, Task, Usage
+from mesh.envelope import ZERO_USAGE, Event, Reply, Task, Usage
 
 if TYPE_CHECKING:
     from mesh.bus import Subscription
@@ -49,7 +49,7 @@ class Context:
         """The task being handled, or ``None`` in `Agent.start`."""
         self.deadline = deadline
         """Absolute deadline (Unix seconds) of the work, or ``None``."""
-        self.usage = Usage()
+        self.usage = ZERO_USAGE
         """Usage of every call made through this context so far."""
 
     @functools.cached_property

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mesh.errors import MeshError, error_class
 
-__all__ = ["ErrorInfo", "Event", "Reply", "Task", "Usage", "new_id"]
+__all__ = ["ZERO_USAGE", "ErrorInfo", "Event", "Reply", "Task", "Usage", "new_id"]
 
 
 def new_id() -> str:
@@ -41,6 +41,10 @@ class Usage(BaseModel):
     """Number of model calls."""
 
     def __add__(self, other: Usage) -> Usage:
+        if other.is_zero:
+            return self
+        if self.is_zero:
+            return other
         cost = (
             None
             if self.cost_usd is None or other.cost_usd is None
@@ -54,9 +58,24 @@ class Usage(BaseModel):
         )
 
     @property
+    def is_zero(self) -> bool:
+        """True for the usage of work that made no model call (most tasks' own share)."""
+        return (
+            not self.calls
+            and not self.input_tokens
+            and not self.output_tokens
+            and self.cost_usd == 0
+            and not self.__pydantic_extra__
+        )
+
+    @property
     def total_tokens(self) -> int:
         """Input plus output tokens."""
         return self.input_tokens + self.output_tokens
+
+
+ZERO_USAGE = Usage()
+"""Usage of no work at all (immutable, so it is shared)."""
 
 
 class ErrorInfo(BaseModel):
@@ -125,7 +144,7 @@ class Reply(BaseModel):
     """The agent's result when it succeeded."""
     error: ErrorInfo | None = None
     """Why it failed; ``None`` on success."""
-    usage: Usage = Field(default_factory=Usage)
+    usage: Usage = ZERO_USAGE
     """Tokens and cost of this task and every call below it."""
     meta: dict[str, Any] = Field(default_factory=dict)
     """About the handling: ``agent``, ``instance``, ``duration_ms``."""

@@ -128,7 +128,8 @@ class Runtime:
             "timeout": config.defaults.timeout,
             "max_concurrency": config.defaults.max_concurrency,
             "max_message_bytes": config.defaults.max_message_bytes,
-            "known_agents": list(config.agents),
+            # A config that declares no agents says nothing about which exist.
+            "known_agents": list(config.agents) or None,
         }
         runtime: Runtime
         if config.bus.url:
@@ -363,10 +364,13 @@ class Runtime:
             validate_agent_name(agent)
         except ValueError as exc:
             raise UnknownAgentError(str(exc)) from exc
+        if agent in self._registrations:
+            return
         known = self._known
         if known is None and self.url is None:
-            known = frozenset(self._registrations)
+            known = frozenset()  # in memory, the registered agents are the whole mesh
         if known is not None and agent not in known:
+            known = known | self._registrations.keys()
             listed = ", ".join(sorted(known)) or "none"
             raise UnknownAgentError(f"no agent named {agent!r} on this mesh (known: {listed})")
 

@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
 from mesh.bus.base import BusClosedError, Handler, Headers, Message
+from mesh.bus.headers import headers_size, normalize_headers
 from mesh.bus.subjects import validate_publish_subject, validate_queue, validate_subscribe_subject
 from mesh.errors import MeshTimeoutError, NoRespondersError, PayloadTooLargeError
 
@@ -34,7 +35,8 @@ _GONE = (
 
 
 class _NatsSubscription:
-    def __init__(self, subscription: NatsSubscription, queue: str | None) -> None:
+    def __init__(self, client: Client, subscription: NatsSubscription, queue: str | None) -> None:
+        self._client = client
         self._subscription = subscription
         self._queue = queue
 
@@ -53,6 +55,9 @@ class _NatsSubscription:
 
     async def drain(self) -> None:
         with contextlib.suppress(*_GONE):
+            # nats-py's drain sends its PING ahead of publishes still in the client's buffer;
+            # flush them first, or their messages may arrive after the drain and be lost.
+            await self._client.flush()
             await self._subscription.drain()  # type: ignore[no-untyped-call]
 
 
@@ -133,11 +138,9 @@ class NatsBus:
     async def publish(
         self, subject: str, data: bytes, *, reply: str = "", headers: Headers | None = None
     ) -> None:
-        validate_publish_subject(subject)
+        carried = self._check(subject, data, reply, headers)
         try:
-            await self._client.publish(
-                subject, data, reply=reply, headers=dict(headers) if headers else None
-            )
+            await self._client.publish(subject, data, reply=reply, headers=carried)
         except nats.errors.MaxPayloadError as exc:
             raise PayloadTooLargeError(
                 f"payload of {len(data)} bytes exceeds max_payload of {self.max_payload}"
@@ -148,6 +151,7 @@ class NatsBus:
     async def subscribe(
         self, subject: str, handler: Handler, *, queue: str | None = None
     ) -> _NatsSubscription:
+        self._check_open()
         validate_subscribe_subject(subject)
         if queue is not None:
             validate_queue(queue)
@@ -163,16 +167,14 @@ class NatsBus:
             subscription = await self._client.subscribe(subject, queue=queue or "", cb=deliver)
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
             raise BusClosedError("the NATS connection is draining or closed") from exc
-        return _NatsSubscription(subscription, queue)
+        return _NatsSubscription(self._client, subscription, queue)
 
     async def request(
         self, subject: str, data: bytes, *, timeout: float, headers: Headers | None = None
     ) -> Message:
-        validate_publish_subject(subject)
+        carried = self._check(subject, data, "", headers)
         try:
-            msg = await self._client.request(
-                subject, data, timeout=timeout, headers=dict(headers) if headers else None
-            )
+            msg = await self._client.request(subject, data, timeout=timeout, headers=carried)
         except nats.errors.NoRespondersError as exc:
             raise NoRespondersError(f"no responders on {subject!r}") from exc
         except nats.errors.TimeoutError as exc:
@@ -184,6 +186,27 @@ class NatsBus:
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
             raise BusClosedError("the NATS connection is draining or closed") from exc
         return Message(msg.subject, msg.data, msg.reply, msg.headers)
+
+    def _check_open(self) -> None:
+        if self._client.is_closed or self._client.is_draining:
+            raise BusClosedError("the NATS connection is draining or closed")
+
+    def _check(
+        self, subject: str, data: bytes, reply: str, headers: Headers | None
+    ) -> dict[str, str] | None:
+        """The checks the in-memory bus makes too, so both fail the same way, before sending."""
+        self._check_open()
+        validate_publish_subject(subject)
+        if reply:
+            validate_publish_subject(reply)
+        carried = normalize_headers(headers)
+        size = len(data) + headers_size(carried)
+        if size > self.max_payload:
+            # The server would close the connection over it: refuse it here instead.
+            raise PayloadTooLargeError(
+                f"message of {size} bytes exceeds max_payload of {self.max_payload}"
+            )
+        return carried
 
     async def flush(self, *, timeout: float = 10.0) -> None:
         try:

@@ -18,7 +18,8 @@ def validate_publish_subject(subject: str) -> None:
     """Check a subject for publishing.
 
     Raises:
-        ValueError: Empty, or contains whitespace or control characters.
+        ValueError: Empty, or contains whitespace (other characters are the server's to judge,
+            as nats-py leaves them).
     """
     if not subject or _WHITESPACE.search(subject):
         raise ValueError(f"invalid subject {subject!r}: it must be non-empty, without whitespace")
@@ -55,11 +56,16 @@ def validate_queue(queue: str) -> None:
 
 
 def matches(pattern: str, subject: str) -> bool:
-    """Whether a published ``subject`` matches a subscription ``pattern``."""
+    """Whether a published ``subject`` matches a subscription ``pattern``.
+
+    A subject with an empty token (``a..b``, ``a.``) matches nothing, as on the server.
+    """
     if "*" not in pattern and ">" not in pattern:
         return pattern == subject
-    want = pattern.split(".")
     have = subject.split(".")
+    if "" in have:
+        return False
+    want = pattern.split(".")
     for index, token in enumerate(want):
         if token == ">":
             return len(have) > index

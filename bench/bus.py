@@ -1,0 +1,560 @@
+"""Bus benchmark: what the mesh costs on top of raw nats-py, and on top of bare asyncio.
+
+One run starts one ``nats-server`` on loopback and two responder processes on it: a raw nats-py
+echo (``bench/_echo_raw.py``) and a mesh node (``python -m mesh.node --agent echo``). This
+process is the client. Every figure is an echo of the string ``"hello"``, measured for a fixed
+time, ``--repeat`` times; the repetitions of all figures are interleaved so that background load
+falls on every figure alike. See ``bench/README.md`` for what each figure means.
+
+Usage::
+
+    python bench/bus.py                # full run: results in bench/results/
+    python bench/bus.py --quick        # smoke run: shorter windows, two repetitions
+    python bench/bus.py --repeat 7 --seconds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgpack
+import nats
+from nats.aio.client import Client
+
+from agents.echo import EchoAgent
+from mesh.node import READY as NODE_READY
+from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
+from mesh.server import NatsServerProcess, find_nats_server
+from mesh.subjects import task_subject
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+
+PAYLOAD = "hello"
+"""The input of every request: a small string, so the figures are per-message overhead."""
+IN_FLIGHT = 100
+REQUEST_TIMEOUT = 5.0
+"""Seconds one request may take before the run fails."""
+START_TIMEOUT = 20.0
+"""Seconds a responder process may take to print its ready line."""
+STOP_TIMEOUT = 3.0
+"""Seconds a responder process may take to exit on SIGTERM before it is killed (an idle echo
+exits at once; a node whose server is already gone waits on nats-py's 10 s flush timeout)."""
+MEASURE_GRACE = 30.0
+"""Seconds a measurement may overrun its window (the requests still in flight) before failing."""
+
+RAW_SUBJECT = "bench.echo"
+RAW_READY = "bench.echo ready"
+JSON_HEADERS = {"Content-Type": "application/json"}
+MSGPACK_HEADERS = {"Content-Type": "application/msgpack"}
+
+RuntimeT = TypeVar("RuntimeT", bound=Runtime)
+Call = Callable[[], Awaitable[None]]
+"""One request/reply round trip; raises if the reply is not the echo of `PAYLOAD`."""
+
+
+# -- figures -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measurement window of one figure."""
+
+    requests: int
+    seconds: float
+    p50_us: float
+    p99_us: float
+
+    @property
+    def throughput(self) -> float:
+        """Requests completed per second."""
+        return self.requests / self.seconds
+
+    @classmethod
+    def of(cls, latencies: list[float], seconds: float) -> Run:
+        """The run of these per-request latencies (seconds) over a window of ``seconds``."""
+        cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+        return cls(len(latencies), seconds, cuts[49] * 1e6, cuts[98] * 1e6)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median and range of one quantity over the repetitions."""
+
+    median: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        return cls(statistics.median(values), min(values), max(values))
+
+
+@dataclass
+class Figure:
+    """A scenario measured ``--repeat`` times: how it is called, and its runs so far."""
+
+    key: str
+    label: str
+    in_flight: int
+    call: Call
+    runs: list[Run] = field(default_factory=list)
+
+    def throughput(self) -> Spread:
+        return Spread.of([run.throughput for run in self.runs])
+
+    def p50_us(self) -> Spread:
+        return Spread.of([run.p50_us for run in self.runs])
+
+    def p99_us(self) -> Spread:
+        return Spread.of([run.p99_us for run in self.runs])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "in_flight": self.in_flight,
+            "throughput_rps": vars(self.throughput()),
+            "p50_us": vars(self.p50_us()),
+            "p99_us": vars(self.p99_us()),
+            "runs": [{**vars(run), "throughput_rps": run.throughput} for run in self.runs],
+        }
+
+
+@dataclass(frozen=True)
+class Target:
+    """The mesh must keep at least ``minimum`` of a baseline's throughput."""
+
+    label: str
+    mesh: str
+    baseline: str
+    minimum: float
+
+    def ratios(self, figures: dict[str, Figure]) -> tuple[float, Spread]:
+        """Ratio of the medians, and the spread of the ratios of repetitions run side by side."""
+        mesh, baseline = figures[self.mesh], figures[self.baseline]
+        ratio = mesh.throughput().median / baseline.throughput().median
+        paired = [
+            m.throughput / b.throughput for m, b in zip(mesh.runs, baseline.runs, strict=True)
+        ]
+        return ratio, Spread.of(paired)
+
+
+TARGETS = (
+    Target("mesh over NATS, one at a time", "nats_mesh_1", "nats_raw_1", 0.70),
+    Target(f"mesh over NATS, {IN_FLIGHT} in flight", "nats_mesh_100", "nats_raw_100", 0.50),
+    Target("mesh in memory, one at a time", "memory_mesh_1", "memory_asyncio_1", 0.30),
+)
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+async def measure(call: Call, *, seconds: float, in_flight: int) -> Run:
+    """Run ``call`` for ``seconds`` by ``in_flight`` concurrent requesters and time each call.
+
+    A requester starts no new request once the window is over; the window's length includes
+    the requests still in flight at its end.
+
+    Raises:
+        TimeoutError: The run overran its window by more than `MEASURE_GRACE` seconds.
+    """
+    latencies: list[float] = []
+    started = time.perf_counter()
+    end = started + seconds
+
+    async def requester() -> None:
+        now = time.perf_counter()
+        while now < end:
+            await call()
+            done = time.perf_counter()
+            latencies.append(done - now)
+            now = done
+
+    # Plain asyncio: the harness must add the same, smallest cost to every figure.
+    async with asyncio.timeout(seconds + MEASURE_GRACE):
+        if in_flight == 1:
+            await requester()
+        else:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(in_flight):
+                    group.create_task(requester())
+    return Run.of(latencies, time.perf_counter() - started)
+
+
+async def measure_all(figures: list[Figure], *, seconds: float, warmup: float, repeat: int) -> None:
+    """Warm every figure up, then measure them all ``repeat`` times, interleaved."""
+    for figure in figures:
+        await measure(figure.call, seconds=warmup, in_flight=figure.in_flight)
+    for round_ in range(1, repeat + 1):
+        for figure in figures:
+            gc.collect()
+            run = await measure(figure.call, seconds=seconds, in_flight=figure.in_flight)
+            figure.runs.append(run)
+            print(
+                f"  [{round_}/{repeat}] {figure.key:<22} {run.throughput:>9,.0f} req/s"
+                f"  p50 {run.p50_us:>8,.1f} us  p99 {run.p99_us:>9,.1f} us",
+                flush=True,
+            )
+
+
+def _check(output: object) -> None:
+    if output != PAYLOAD:
+        raise RuntimeError(f"the echo answered {output!r}, not {PAYLOAD!r}")
+
+
+# -- scenarios: each returns the call of one round trip ----------------------------------------
+
+
+def raw_nats_call(client: Client) -> Call:
+    """Raw nats-py request to the raw responder: the bytes go out and come back unchanged."""
+    data = PAYLOAD.encode()
+
+    async def call() -> None:
+        reply = await client.request(RAW_SUBJECT, data, timeout=REQUEST_TIMEOUT)
+        _check(reply.data.decode())
+
+    return call
+
+
+def mesh_runtime_call(runtime: DistributedRuntime) -> Call:
+    """``runtime.call("echo", ...)`` to the node: the mesh on both sides, msgpack on the wire."""
+
+    async def call() -> None:
+        _check(await runtime.call("echo", PAYLOAD, timeout=REQUEST_TIMEOUT))
+
+    return call
+
+
+def node_msgpack_call(client: Client) -> Call:
+    """A raw nats-py client sending a msgpack task to the node: the node's cost alone."""
+    subject = task_subject("echo")
+
+    async def call() -> None:
+        data = msgpack.packb({"input": PAYLOAD})
+        reply = await client.request(
+            subject, data, timeout=REQUEST_TIMEOUT, headers=MSGPACK_HEADERS
+        )
+        _check(msgpack.unpackb(reply.data)["output"])
+
+    return call
+
+
+def node_json_call(client: Client) -> Call:
+    """A raw nats-py client sending a JSON task to the node, as a non-Python client would."""
+    subject = task_subject("echo")
+
+    async def call() -> None:
+        data = json.dumps({"input": PAYLOAD}).encode()
+        reply = await client.request(subject, data, timeout=REQUEST_TIMEOUT, headers=JSON_HEADERS)
+        _check(json.loads(reply.data)["output"])
+
+    return call
+
+
+@asynccontextmanager
+async def bare_asyncio_call() -> AsyncIterator[Call]:
+    """The floor of any in-process round trip: a queue, a worker task, and a future per item."""
+    queue: asyncio.Queue[tuple[str, asyncio.Future[str]]] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    async def worker() -> None:
+        while True:
+            item, future = await queue.get()
+            future.set_result(item)
+
+    async def call() -> None:
+        future: asyncio.Future[str] = loop.create_future()
+        queue.put_nowait((PAYLOAD, future))
+        _check(await future)
+
+    task = asyncio.create_task(worker())
+    try:
+        yield call
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def memory_mesh_call(runtime: LocalRuntime) -> Call:
+    """``runtime.call("echo", ...)`` on the in-memory bus, the echo agent in this process."""
+
+    async def call() -> None:
+        _check(await runtime.call("echo", PAYLOAD, timeout=REQUEST_TIMEOUT))
+
+    return call
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def responder(
+    name: str, command: Sequence[str], *, ready: str, log_dir: Path
+) -> AsyncIterator[None]:
+    """Run a responder process until the block ends; it is up once it prints ``ready``.
+
+    Raises:
+        RuntimeError: It exited or did not print its ready line within `START_TIMEOUT`.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_") and k != "NATS_URL"}
+    env["PYTHONPATH"] = str(ROOT)
+    log = log_dir / f"{name}.log"
+    with log.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            *command, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=ROOT
+        )
+    try:
+        await _wait_ready(process, ready, log)
+        yield
+    finally:
+        await _stop(process)
+
+
+async def _wait_ready(process: asyncio.subprocess.Process, ready: str, log: Path) -> None:
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)
+    except TimeoutError:
+        line = b""
+    if not line.decode(errors="replace").startswith(ready):
+        output = (await asyncio.to_thread(log.read_text, errors="replace"))[-2000:]
+        raise RuntimeError(f"{log.stem} did not start: {line!r}\n{output}")
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+@asynccontextmanager
+async def started(runtime: RuntimeT) -> AsyncIterator[RuntimeT]:
+    """``runtime``, started; stopped at the end, quietly if the run failed or was interrupted.
+
+    After a failure (Ctrl-C reaches nats-server too) the server may be gone, and the stop's
+    own error would only hide the first one.
+    """
+    await runtime.start()
+    try:
+        yield runtime
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await runtime.stop()
+        raise
+    await runtime.stop()
+
+
+async def _ignore(error: Exception) -> None:
+    """nats-py error callback: a broken connection shows up as a failed request anyway."""
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+async def run(url: str, *, seconds: float, warmup: float, repeat: int) -> list[Figure]:
+    """Start the responders on the server at ``url``, then measure every figure."""
+    async with AsyncExitStack() as stack:
+        log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mesh-bench-")))
+        raw_command = [sys.executable, str(HERE / "_echo_raw.py"), url]
+        node_command = [sys.executable, "-m", "mesh.node", "--agent", "echo", "--nats", url]
+        await stack.enter_async_context(
+            responder("raw-responder", raw_command, ready=RAW_READY, log_dir=log_dir)
+        )
+        await stack.enter_async_context(
+            responder("mesh-node", node_command, ready=NODE_READY, log_dir=log_dir)
+        )
+        client = await nats.connect(
+            url, connect_timeout=5, max_reconnect_attempts=0, error_cb=_ignore
+        )
+        stack.push_async_callback(client.close)
+        remote = await stack.enter_async_context(
+            started(DistributedRuntime(url, name="bench", discovery=False))
+        )
+        local = LocalRuntime(name="bench", discovery=False)
+        local.register(EchoAgent())
+        await stack.enter_async_context(started(local))
+        bare = await stack.enter_async_context(bare_asyncio_call())
+
+        figures = [
+            Figure("nats_raw_1", "raw nats-py -> raw responder", 1, raw_nats_call(client)),
+            Figure("nats_raw_100", "raw nats-py -> raw responder", 100, raw_nats_call(client)),
+            Figure("nats_mesh_1", "runtime.call -> node (msgpack)", 1, mesh_runtime_call(remote)),
+            Figure(
+                "nats_mesh_100", "runtime.call -> node (msgpack)", 100, mesh_runtime_call(remote)
+            ),
+            Figure("nats_node_msgpack_1", "nats-py msgpack -> node", 1, node_msgpack_call(client)),
+            Figure(
+                "nats_node_msgpack_100", "nats-py msgpack -> node", 100, node_msgpack_call(client)
+            ),
+            Figure("nats_node_json_1", "nats-py JSON -> node", 1, node_json_call(client)),
+            Figure("nats_node_json_100", "nats-py JSON -> node", 100, node_json_call(client)),
+            Figure("memory_asyncio_1", "bare asyncio queue + future", 1, bare),
+            Figure("memory_mesh_1", "runtime.call, in-memory bus", 1, memory_mesh_call(local)),
+        ]
+        await measure_all(figures, seconds=seconds, warmup=warmup, repeat=repeat)
+        return figures
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+
+def report(figures: list[Figure]) -> str:
+    """The table of every figure, then the targets with PASS or FAIL."""
+    lines = [
+        f"{'figure':<23} {'what':<31} {'in flight':>9} {'req/s median [min-max]':>29}"
+        f" {'p50 us':>8} {'p99 us':>8}",
+    ]
+    for figure in figures:
+        rps, p50, p99 = figure.throughput(), figure.p50_us(), figure.p99_us()
+        spread = f"{rps.median:,.0f} [{rps.min:,.0f}-{rps.max:,.0f}]"
+        lines.append(
+            f"{figure.key:<23} {figure.label:<31} {figure.in_flight:>9} {spread:>29}"
+            f" {p50.median:>8,.1f} {p99.median:>8,.1f}"
+        )
+    by_key = {figure.key: figure for figure in figures}
+    lines += ["", f"{'target':<36} {'mesh / baseline':>15} {'paired [min-max]':>17} {'need':>6}"]
+    for target in TARGETS:
+        ratio, paired = target.ratios(by_key)
+        verdict = "PASS" if ratio >= target.minimum else "FAIL"
+        lines.append(
+            f"{target.label:<36} {ratio:>15.2f} {f'[{paired.min:.2f}-{paired.max:.2f}]':>17}"
+            f" {f'>={target.minimum:.2f}':>6}  {verdict}"
+        )
+    return "\n".join(lines)
+
+
+def environment() -> dict[str, Any]:
+    """The machine and the versions the figures were measured with."""
+    server = subprocess.run(
+        [find_nats_server(), "--version"], capture_output=True, text=True, timeout=10, check=False
+    )
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average": os.getloadavg(),
+        },
+        "versions": {
+            "agent-mesh": metadata.version("agent-mesh"),
+            "git": commit.stdout.strip() or None,
+            "nats-py": metadata.version("nats-py"),
+            "nats-server": server.stdout.strip() or server.stderr.strip(),
+            "msgpack": metadata.version("msgpack"),
+            "pydantic": metadata.version("pydantic"),
+        },
+    }
+
+
+def save(
+    figures: list[Figure], started: dt.datetime, about: dict[str, Any], settings: dict[str, Any]
+) -> Path:
+    """Write the results as JSON; a full run also becomes ``latest.json``."""
+    by_key = {figure.key: figure for figure in figures}
+    targets = []
+    for target in TARGETS:
+        ratio, paired = target.ratios(by_key)
+        targets.append(
+            {
+                **vars(target),
+                "ratio": ratio,
+                "paired_ratios": vars(paired),
+                "passed": ratio >= target.minimum,
+            }
+        )
+    document = {
+        "date": started.isoformat(timespec="seconds"),
+        **about,
+        "settings": settings,
+        "figures": {figure.key: figure.to_json() for figure in figures},
+        "targets": targets,
+    }
+    text = json.dumps(document, indent=2) + "\n"
+    RESULTS.mkdir(exist_ok=True)
+    suffix = "-quick" if settings["quick"] else ""
+    path = RESULTS / f"bus-{started:%Y-%m-%dT%H%M%S}{suffix}.json"
+    path.write_text(text)
+    if not settings["quick"]:
+        (RESULTS / "latest.json").write_text(text)
+    return path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python bench/bus.py",
+        description="Measure the mesh against raw nats-py and bare asyncio (echo of 'hello').",
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: short windows, 2 rounds")
+    parser.add_argument("--repeat", type=int, help="repetitions of each figure (default: 5)")
+    parser.add_argument("--seconds", type=float, help="measurement window (default: 1.5)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; the exit code is 0 whether the targets pass or not (1 if the run failed)."""
+    args = _parser().parse_args(argv)
+    repeat = args.repeat or (2 if args.quick else 5)
+    seconds = args.seconds or (0.2 if args.quick else 1.5)
+    warmup = min(seconds, 0.5)
+    if repeat < 1 or seconds <= 0:
+        print("bench: --repeat and --seconds must be positive", file=sys.stderr)
+        return 2
+    settings = {
+        "payload": PAYLOAD,
+        "seconds": seconds,
+        "warmup_seconds": warmup,
+        "repeat": repeat,
+        "quick": args.quick,
+    }
+    started = dt.datetime.now().astimezone()
+    about = environment()
+    print(f"bus benchmark: {repeat} x {seconds:g} s per figure, payload {PAYLOAD!r}", flush=True)
+    try:
+        with NatsServerProcess() as server:
+            print(f"nats-server at {server.url}", flush=True)
+            figures = asyncio.run(run(server.url, seconds=seconds, warmup=warmup, repeat=repeat))
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    about["machine"]["load_average_after"] = os.getloadavg()
+    print()
+    print(report(figures))
+    path = save(figures, started, about, settings)
+    print(f"\nresults: {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
