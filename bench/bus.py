@@ -73,6 +73,10 @@ Call = Callable[[], Awaitable[None]]
 """One request/reply round trip; raises if the reply is not the echo of `PAYLOAD`."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C during a measurement."""
+
+
 # -- figures -----------------------------------------------------------------------------------
 
 
@@ -169,13 +173,14 @@ TARGETS = (
 # -- measuring ---------------------------------------------------------------------------------
 
 
-async def measure(call: Call, *, seconds: float, in_flight: int) -> Run:
+async def measure(call: Call, *, seconds: float, in_flight: int, stop: asyncio.Event) -> Run:
     """Run ``call`` for ``seconds`` by ``in_flight`` concurrent requesters and time each call.
 
-    A requester starts no new request once the window is over; the window's length includes
-    the requests still in flight at its end.
+    A requester starts no new request once the window is over or ``stop`` is set; the
+    window's length includes the requests still in flight at its end.
 
     Raises:
+        Interrupted: ``stop`` was set.
         TimeoutError: The run overran its window by more than `MEASURE_GRACE` seconds.
     """
     latencies: list[float] = []
@@ -184,7 +189,7 @@ async def measure(call: Call, *, seconds: float, in_flight: int) -> Run:
 
     async def requester() -> None:
         now = time.perf_counter()
-        while now < end:
+        while now < end and not stop.is_set():
             await call()
             done = time.perf_counter()
             latencies.append(done - now)
@@ -198,17 +203,25 @@ async def measure(call: Call, *, seconds: float, in_flight: int) -> Run:
             async with asyncio.TaskGroup() as group:
                 for _ in range(in_flight):
                     group.create_task(requester())
+    if stop.is_set():
+        raise Interrupted
     return Run.of(latencies, time.perf_counter() - started)
 
 
-async def measure_all(figures: list[Figure], *, seconds: float, warmup: float, repeat: int) -> None:
-    """Warm every figure up, then measure them all ``repeat`` times, interleaved."""
+async def measure_all(
+    figures: list[Figure], *, seconds: float, warmup: float, repeat: int, stop: asyncio.Event
+) -> None:
+    """Warm every figure up, then measure them all ``repeat`` times, interleaved.
+
+    Raises:
+        Interrupted: ``stop`` was set.
+    """
     for figure in figures:
-        await measure(figure.call, seconds=warmup, in_flight=figure.in_flight)
+        await measure(figure.call, seconds=warmup, in_flight=figure.in_flight, stop=stop)
     for round_ in range(1, repeat + 1):
         for figure in figures:
             gc.collect()
-            run = await measure(figure.call, seconds=seconds, in_flight=figure.in_flight)
+            run = await measure(figure.call, seconds=seconds, in_flight=figure.in_flight, stop=stop)
             figure.runs.append(run)
             print(
                 f"  [{round_}/{repeat}] {figure.key:<22} {run.throughput:>9,.0f} req/s"
@@ -376,8 +389,20 @@ async def _ignore(error: Exception) -> None:
 
 
 async def run(url: str, *, seconds: float, warmup: float, repeat: int) -> list[Figure]:
-    """Start the responders on the server at ``url``, then measure every figure."""
+    """Start the responders on the server at ``url``, then measure every figure.
+
+    Raises:
+        Interrupted, asyncio.CancelledError: Ctrl-C.
+    """
+    # Ctrl-C cancels the run, and also sets `stop`: Python 3.11's wait_for (inside nats-py's
+    # request) drops a cancellation that arrives as the reply does.
+    stop = asyncio.Event()
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, lambda: (stop.set(), main.cancel()))
     async with AsyncExitStack() as stack:
+        stack.callback(loop.remove_signal_handler, signal.SIGINT)
         log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mesh-bench-")))
         raw_command = [sys.executable, str(HERE / "_echo_raw.py"), url]
         node_command = [sys.executable, "-m", "mesh.node", "--agent", "echo", "--nats", url]
@@ -415,7 +440,7 @@ async def run(url: str, *, seconds: float, warmup: float, repeat: int) -> list[F
             Figure("memory_asyncio_1", "bare asyncio queue + future", 1, bare),
             Figure("memory_mesh_1", "runtime.call, in-memory bus", 1, memory_mesh_call(local)),
         ]
-        await measure_all(figures, seconds=seconds, warmup=warmup, repeat=repeat)
+        await measure_all(figures, seconds=seconds, warmup=warmup, repeat=repeat, stop=stop)
         return figures
 
 
@@ -545,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with NatsServerProcess() as server:
             print(f"nats-server at {server.url}", flush=True)
             figures = asyncio.run(run(server.url, seconds=seconds, warmup=warmup, repeat=repeat))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError, Interrupted):
         print("bench: interrupted", file=sys.stderr)
         return 130
     about["machine"]["load_average_after"] = os.getloadavg()

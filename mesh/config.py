@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -32,6 +30,17 @@ from pydantic.fields import FieldInfo
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from mesh._config_sources import (
+    ENV_PREFIX,
+    ConfigError,
+    ConfigProblem,
+    Loc,
+    closest,
+    env_names,
+    merge,
+    paths,
+    read_yaml,
+)
 from mesh.agent import Agent
 from mesh.errors import UnknownAgentError
 from mesh.subjects import validate_agent_name
@@ -54,11 +63,8 @@ BUILTIN_KINDS: Mapping[str, str] = MappingProxyType(
 )
 """Short names of the built-in agent kinds, and the ``module:Class`` each stands for."""
 
-_ENV_PREFIX = "MESH_"
-_Loc = tuple[str, ...]
-_Where = Callable[[_Loc], tuple[str | None, int | None]]
+_Where = Callable[[Loc], tuple[str | None, int | None]]
 """Where a value at a key path came from: (file or ``$VARIABLE``, line)."""
-_T = TypeVar("_T")
 
 
 def resolve_kind(kind: str) -> type[Agent[Any]]:
@@ -226,40 +232,10 @@ class MeshConfig(BaseModel):
             raise UnknownAgentError(f"no agent {name!r} in the configuration") from None
 
 
-@dataclass(frozen=True)
-class ConfigProblem:
-    """One thing wrong with the configuration, and where it came from."""
-
-    file: str | None
-    """The file, ``$NAME`` for an environment variable, ``None`` for overrides."""
-    line: int | None
-    """1-based line of the offending key in ``file``."""
-    field: str
-    """Dotted path of the offending key (``agents.echo.timeout``); empty for the whole file."""
-    message: str
-    """What is wrong."""
-
-    def __str__(self) -> str:
-        where = ":".join(str(part) for part in (self.file, self.line) if part is not None)
-        return ": ".join(part for part in (where, self.field, self.message) if part)
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; ``problems`` lists every reason.
-
-    Args:
-        problems: Every problem found, in the order found.
-    """
-
-    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(str(problem) for problem in self.problems))
-
-
 class _EnvLayer(BaseSettings):
     """The shape ``MESH_*`` variables are read into: its types guide decoding; never validated."""
 
-    model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, env_nested_delimiter="__")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__")
 
     bus: BusConfig = Field(default_factory=BusConfig)
     defaults: Defaults = Field(default_factory=Defaults)
@@ -284,7 +260,7 @@ class _EnvSource(EnvSettingsSource):
         try:
             return super().prepare_field_value(field_name, field, value, value_is_complex)
         except ValueError as exc:  # only a top-level MESH_<FIELD> is decoded strictly
-            var = _closest(_env_names(self._environ), (field_name,))
+            var = closest(env_names(self._environ), (field_name,))
             self.problems.append(ConfigProblem(f"${var}", None, field_name, f"not JSON: {exc}"))
             return None
 
@@ -312,22 +288,22 @@ def load_config(
     """
     environ = os.environ if environ is None else environ
     env_source = _EnvSource(environ)
-    env_vars = _env_names(environ)
+    env_vars = env_names(environ)
     layers: list[tuple[Mapping[str, Any], _Where]] = []  # lowest precedence first
     if path is not None:
         file = str(path)
-        data, lines = _read_yaml(file)
-        layers.append((data, lambda loc: (file, _closest(lines, loc))))
+        data, lines = read_yaml(file)
+        layers.append((data, lambda loc: (file, closest(lines, loc))))
     if nats_url := environ.get("NATS_URL"):
         layers.append(({"bus": {"url": nats_url}}, lambda loc: ("$NATS_URL", None)))
-    layers.append((env_source(), lambda loc: (f"${_closest(env_vars, loc)}", None)))
+    layers.append((env_source(), lambda loc: (f"${closest(env_vars, loc)}", None)))
     layers.append((overrides or {}, lambda loc: (None, None)))
 
     merged: dict[str, Any] = {}
-    origins: dict[_Loc, _Where] = {}  # every key path, by the layer whose value won
+    origins: dict[Loc, _Where] = {}  # every key path, by the layer whose value won
     for values, where in layers:
-        merged = _merge(merged, values)
-        for key_path, value in _paths(values):  # a merged mapping stays with who began it
+        merged = merge(merged, values)
+        for key_path, value in paths(values):  # a merged mapping stays with who began it
             if key_path not in origins or not isinstance(value, Mapping):
                 origins[key_path] = where
     problems = list(env_source.problems)
@@ -356,7 +332,7 @@ _MESSAGES = {"extra_forbidden": "unknown key", "missing": "required key is missi
 
 
 def _validation_problems(
-    exc: ValidationError, merged: Mapping[str, Any], origins: Mapping[_Loc, _Where]
+    exc: ValidationError, merged: Mapping[str, Any], origins: Mapping[Loc, _Where]
 ) -> list[ConfigProblem]:
     """Every error of ``exc``, then the checks pydantic skipped because of them.
 
@@ -385,7 +361,7 @@ def _validation_problems(
 
 
 def _error_problems(
-    exc: ValidationError, prefix: _Loc, origins: Mapping[_Loc, _Where]
+    exc: ValidationError, prefix: Loc, origins: Mapping[Loc, _Where]
 ) -> list[ConfigProblem]:
     problems = []
     for error in exc.errors():
@@ -398,88 +374,7 @@ def _error_problems(
     return problems
 
 
-def _problem(loc: _Loc, message: str, origins: Mapping[_Loc, _Where]) -> ConfigProblem:
-    where = _closest(origins, loc)
+def _problem(loc: Loc, message: str, origins: Mapping[Loc, _Where]) -> ConfigProblem:
+    where = closest(origins, loc)
     file, line = where(loc) if where is not None else (None, None)
     return ConfigProblem(file, line, ".".join(loc), message)
-
-
-def _read_yaml(file: str) -> tuple[dict[str, Any], dict[_Loc, int]]:
-    """The file's mapping, and the 1-based line of every key path in it."""
-    try:
-        text = Path(file).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([ConfigProblem(file, None, "", "file not found")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigProblem(file, None, "", f"cannot read: {exc}")]) from exc
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        data = {} if node is None else loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        problem = ConfigProblem(file, line, "", f"invalid YAML: {exc.problem or exc}")
-        raise ConfigError([problem]) from exc
-    finally:
-        loader.dispose()
-    if node is None:
-        return {}, {}
-    if not isinstance(data, dict):
-        problem = ConfigProblem(file, node.start_mark.line + 1, "", "expected a mapping of keys")
-        raise ConfigError([problem])
-    return data, _key_lines(node, ())
-
-
-def _key_lines(node: yaml.Node, path: _Loc) -> dict[_Loc, int]:
-    """The line of ``node`` and of every key path below it (parents before children)."""
-    lines = {path: node.start_mark.line + 1}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            child = (*path, str(key.value))
-            lines |= _key_lines(value, child) | {child: key.start_mark.line + 1}
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            lines |= _key_lines(item, (*path, str(index)))
-    return lines
-
-
-def _env_names(environ: Mapping[str, str]) -> dict[_Loc, str]:
-    """Each ``MESH_*`` variable, by the key path it sets."""
-    return {
-        tuple(name[len(_ENV_PREFIX) :].lower().split("__")): name
-        for name in environ
-        if name.upper().startswith(_ENV_PREFIX)
-    }
-
-
-def _paths(data: Mapping[str, Any], prefix: _Loc = ()) -> Iterator[tuple[_Loc, Any]]:
-    """Every key path in ``data`` with its value, parents before children."""
-    for key, value in data.items():
-        yield (path := (*prefix, str(key))), value
-        if isinstance(value, Mapping):
-            yield from _paths(value, path)
-
-
-def _closest(found: Mapping[_Loc, _T], loc: _Loc) -> _T | None:
-    """The value whose path shares the longest start with ``loc`` (the first on ties)."""
-    best = max(found, key=lambda path: _shared(path, loc), default=())
-    return found[best] if _shared(best, loc) else None
-
-
-def _shared(path: _Loc, loc: _Loc) -> int:
-    for index, (mine, theirs) in enumerate(zip(path, loc, strict=False)):
-        if mine != theirs:
-            return index
-    return min(len(path), len(loc))
-
-
-def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` updated with ``top``, nested mappings merged key by key; neither is changed."""
-    merged = dict(base)
-    for key, value in top.items():
-        below = merged.get(key)
-        if isinstance(value, Mapping):
-            merged[key] = _merge(below if isinstance(below, Mapping) else {}, value)
-        else:
-            merged[key] = value
-    return merged

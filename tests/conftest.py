@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -15,6 +17,24 @@ from mesh.server import NatsServerProcess
 def anyio_backend() -> tuple[str, dict[str, Any]]:
     # Debug mode: a never-awaited coroutine or a slow callback shows up, and warnings are errors.
     return ("asyncio", {"debug": True})
+
+
+@pytest.fixture(autouse=True)
+def _asyncio_errors_fail_the_test(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> Iterator[None]:
+    """A task exception never retrieved, or a callback that raised, fails the test that made it.
+
+    asyncio reports these only through its logger, so warnings-as-errors alone misses them.
+    """
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    yield
+    if request.node.get_closest_marker("anyio") is not None:
+        gc.collect()  # "never retrieved" is reported when the task is collected
+    errors = [r.getMessage() for r in caplog.get_records("call") if r.name == "asyncio"]
+    errors += [r.getMessage() for r in caplog.get_records("teardown") if r.name == "asyncio"]
+    if errors:
+        pytest.fail("asyncio reported errors:\n" + "\n".join(errors), pytrace=False)
 
 
 @pytest.fixture(scope="session")
