@@ -181,10 +181,13 @@ class AgentHost:
         try:
             if allowed <= 0:
                 raise DeadlineExceededError("the task's deadline had passed when it arrived")
+            deadline = asyncio.timeout(allowed)
             try:
-                async with asyncio.timeout(allowed):
+                async with deadline:
                     output = await self.agent.execute(task, ctx)
             except TimeoutError as exc:
+                if not deadline.expired():
+                    raise  # the agent's own timeout (e.g. a sub-call's), not its deadline
                 raise DeadlineExceededError(
                     f"agent {self.agent.name!r} did not finish within {allowed:.3g}s"
                 ) from exc

@@ -19,6 +19,7 @@ from mesh.errors import (
     BadSchemaError,
     DeadlineExceededError,
     InvalidOutputError,
+    MeshTimeoutError,
     NoRespondersError,
     NoRouteError,
     UnknownAgentError,
@@ -316,3 +317,20 @@ async def test_register_after_start_is_refused() -> None:
 async def test_bus_before_start_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="has not started"):
         _ = LocalRuntime().bus
+
+
+class TimesOut(Agent[Any]):
+    """Raises a mesh timeout of its own, well before its deadline."""
+
+    name = "times_out"
+
+    async def execute(self, task: Task, ctx: Context) -> Any:
+        raise MeshTimeoutError("a sub-call gave up")
+
+
+async def test_agents_own_timeout_is_not_its_deadline(make_runtime: MakeRuntime) -> None:
+    rt = make_runtime()
+    rt.register(TimesOut())
+    async with rt:
+        with anyio.fail_after(5), pytest.raises(MeshTimeoutError, match="a sub-call gave up"):
+            await rt.call("times_out", None)
