@@ -181,16 +181,7 @@ class AgentHost:
         try:
             if allowed <= 0:
                 raise DeadlineExceededError("the task's deadline had passed when it arrived")
-            deadline = asyncio.timeout(allowed)
-            try:
-                async with deadline:
-                    output = await self.agent.execute(task, ctx)
-            except TimeoutError as exc:
-                if not deadline.expired():
-                    raise  # the agent's own timeout (e.g. a sub-call's), not its deadline
-                raise DeadlineExceededError(
-                    f"agent {self.agent.name!r} did not finish within {allowed:.3g}s"
-                ) from exc
+            output = await self._execute(task, ctx, allowed)
             error = None
         except MeshError as exc:
             output, error = None, ErrorInfo.from_exception(exc)
@@ -207,6 +198,30 @@ class AgentHost:
             usage=ctx.usage,
             meta=meta,
         )
+
+    async def _execute(self, task: Task, ctx: Context, allowed: float) -> Any:
+        """Run the agent, cancelled when ``allowed`` seconds have passed.
+
+        A bare timer that cancels this task, rather than `asyncio.timeout`: the same effect at
+        a fraction of the cost on the path every task takes.
+
+        Raises:
+            DeadlineExceededError: The time ran out.
+        """
+        current = asyncio.current_task()
+        assert current is not None
+        expiry = _Expiry(current)
+        timer = asyncio.get_running_loop().call_later(allowed, expiry.fire)
+        try:
+            return await self.agent.execute(task, ctx)
+        except asyncio.CancelledError as exc:
+            if not expiry.fired or current.uncancel() > 0:
+                raise  # cancelled from outside (e.g. shutdown), not by the deadline
+            raise DeadlineExceededError(
+                f"agent {self.agent.name!r} did not finish within {allowed:.3g}s"
+            ) from exc
+        finally:
+            timer.cancel()
 
     async def _respond(self, subject: str, reply: Reply, encoding: Encoding) -> None:
         try:
@@ -229,6 +244,20 @@ class AgentHost:
         if reply.error is not None:
             stats.errors += 1
             stats.last_error = f"{reply.error.code}: {reply.error.message}"
+
+
+class _Expiry:
+    """Cancels a task once, and remembers that it did."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.fired = False
+
+    def fire(self) -> None:
+        self.fired = True
+        self.task.cancel()
 
 
 def _describe(exc: Exception) -> str:

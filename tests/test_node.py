@@ -20,6 +20,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from mesh.runtime import DistributedRuntime
+from mesh.server import NatsServerProcess
 from tests.nodes import ROOT, run_node
 
 pytestmark = pytest.mark.anyio
@@ -291,3 +292,12 @@ def test_node_that_cannot_reach_nats_exits_with_a_message() -> None:
     result = _node_exit(["--agent", "echo", "--nats", "nats://127.0.0.1:1"])
     assert result.returncode == 1
     assert "cannot connect to NATS" in result.stderr
+
+
+async def test_node_exits_cleanly_when_its_server_is_gone(tmp_path: Path) -> None:
+    with NatsServerProcess() as server:
+        async with run_node("echo", nats_url=server.url, log_dir=tmp_path) as node:
+            server.stop()
+            node.terminate()
+            assert await node.wait(timeout=20) == 0
+    assert "Traceback" not in node.log.read_text()
