@@ -47,8 +47,10 @@ async def serve(url: str) -> None:
         await stop.wait()
     finally:
         # The server may be gone already (Ctrl-C reaches it too): then there is nothing to drain.
-        with contextlib.suppress(nats.errors.Error):
-            await client.drain()
+        if client.is_connected:
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                async with asyncio.timeout(1):
+                    await client.drain()
         await client.close()
 
 

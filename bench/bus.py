@@ -9,7 +9,7 @@ falls on every figure alike. See ``bench/README.md`` for what each figure means.
 Usage::
 
     python bench/bus.py                # full run: results in bench/results/
-    python bench/bus.py --quick        # smoke run: shorter windows, two repetitions
+    python bench/bus.py --quick        # smoke run: short windows, two rounds, nothing saved
     python bench/bus.py --repeat 7 --seconds 2
 """
 
@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import gc
+import hashlib
 import json
 import os
 import platform
@@ -31,7 +32,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
@@ -153,19 +154,33 @@ class Target:
     baseline: str
     minimum: float
 
-    def ratios(self, figures: dict[str, Figure]) -> tuple[float, Spread]:
+    def judge(self, figures: dict[str, Figure]) -> Verdict:
         """Ratio of the medians, and the spread of the ratios of repetitions run side by side."""
         mesh, baseline = figures[self.mesh], figures[self.baseline]
         ratio = mesh.throughput().median / baseline.throughput().median
         paired = [
             m.throughput / b.throughput for m, b in zip(mesh.runs, baseline.runs, strict=True)
         ]
-        return ratio, Spread.of(paired)
+        return Verdict(ratio, Spread.of(paired), ratio >= self.minimum)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How the mesh did against one target."""
+
+    ratio: float
+    paired: Spread
+    passed: bool
 
 
 TARGETS = (
     Target("mesh over NATS, one at a time", "nats_mesh_1", "nats_raw_1", 0.70),
-    Target(f"mesh over NATS, {IN_FLIGHT} in flight", "nats_mesh_100", "nats_raw_100", 0.50),
+    Target(
+        f"mesh over NATS, {IN_FLIGHT} in flight",
+        f"nats_mesh_{IN_FLIGHT}",
+        f"nats_raw_{IN_FLIGHT}",
+        0.50,
+    ),
     Target("mesh in memory, one at a time", "memory_mesh_1", "memory_asyncio_1", 0.30),
 )
 
@@ -249,8 +264,8 @@ def raw_nats_call(client: Client) -> Call:
     return call
 
 
-def mesh_runtime_call(runtime: DistributedRuntime) -> Call:
-    """``runtime.call("echo", ...)`` to the node: the mesh on both sides, msgpack on the wire."""
+def mesh_call(runtime: Runtime) -> Call:
+    """``runtime.call("echo", ...)``: to the node over NATS, or to the agent in this process."""
 
     async def call() -> None:
         _check(await runtime.call("echo", PAYLOAD, timeout=REQUEST_TIMEOUT))
@@ -308,39 +323,55 @@ async def bare_asyncio_call() -> AsyncIterator[Call]:
         await asyncio.gather(task, return_exceptions=True)
 
 
-def memory_mesh_call(runtime: LocalRuntime) -> Call:
-    """``runtime.call("echo", ...)`` on the in-memory bus, the echo agent in this process."""
-
-    async def call() -> None:
-        _check(await runtime.call("echo", PAYLOAD, timeout=REQUEST_TIMEOUT))
-
-    return call
+def nats_figures(client: Client, runtime: DistributedRuntime) -> list[Figure]:
+    """The figures over NATS, each one at a time and with `IN_FLIGHT` in flight."""
+    scenarios = [
+        ("nats_raw", "raw nats-py -> raw responder", raw_nats_call(client)),
+        ("nats_mesh", "runtime.call -> node (msgpack)", mesh_call(runtime)),
+        ("nats_node_msgpack", "nats-py msgpack -> node", node_msgpack_call(client)),
+        ("nats_node_json", "nats-py JSON -> node", node_json_call(client)),
+    ]
+    return [
+        Figure(f"{key}_{in_flight}", label, in_flight, call)
+        for key, label, call in scenarios
+        for in_flight in (1, IN_FLIGHT)
+    ]
 
 
 # -- processes ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Responder:
+    """A process that answers requests once it has printed its ready line."""
+
+    name: str
+    command: list[str]
+    ready: str
+
+
 @asynccontextmanager
-async def responder(
-    name: str, command: Sequence[str], *, ready: str, log_dir: Path
-) -> AsyncIterator[None]:
-    """Run a responder process until the block ends; it is up once it prints ``ready``.
+async def running(responders: Sequence[Responder], *, log_dir: Path) -> AsyncIterator[None]:
+    """Run the responders until the block ends, then stop them all at once.
 
     Raises:
-        RuntimeError: It exited or did not print its ready line within `START_TIMEOUT`.
+        RuntimeError: One exited or did not print its ready line within `START_TIMEOUT`.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_") and k != "NATS_URL"}
     env["PYTHONPATH"] = str(ROOT)
-    log = log_dir / f"{name}.log"
-    with log.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            *command, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=ROOT
-        )
+    processes: list[asyncio.subprocess.Process] = []
     try:
-        await _wait_ready(process, ready, log)
+        for responder in responders:
+            log = log_dir / f"{responder.name}.log"
+            with log.open("wb") as stderr:
+                process = await asyncio.create_subprocess_exec(
+                    *responder.command, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=ROOT
+                )
+            processes.append(process)
+            await _wait_ready(process, responder.ready, log)
         yield
     finally:
-        await _stop(process)
+        await asyncio.gather(*(_stop(process) for process in processes))
 
 
 async def _wait_ready(process: asyncio.subprocess.Process, ready: str, log: Path) -> None:
@@ -356,7 +387,8 @@ async def _wait_ready(process: asyncio.subprocess.Process, ready: str, log: Path
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
         except TimeoutError:
@@ -376,7 +408,8 @@ async def started(runtime: RuntimeT) -> AsyncIterator[RuntimeT]:
         yield runtime
     except BaseException:
         with contextlib.suppress(Exception):
-            await runtime.stop()
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await runtime.stop()
         raise
     await runtime.stop()
 
@@ -400,18 +433,25 @@ async def run(url: str, *, seconds: float, warmup: float, repeat: int) -> list[F
     main = asyncio.current_task()
     assert main is not None
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, lambda: (stop.set(), main.cancel()))
+
+    def interrupt() -> None:
+        if not stop.is_set():  # a second Ctrl-C must not cut the (bounded) cleanup short
+            stop.set()
+            main.cancel()
+
+    loop.add_signal_handler(signal.SIGINT, interrupt)
     async with AsyncExitStack() as stack:
         stack.callback(loop.remove_signal_handler, signal.SIGINT)
         log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mesh-bench-")))
-        raw_command = [sys.executable, str(HERE / "_echo_raw.py"), url]
-        node_command = [sys.executable, "-m", "mesh.node", "--agent", "echo", "--nats", url]
-        await stack.enter_async_context(
-            responder("raw-responder", raw_command, ready=RAW_READY, log_dir=log_dir)
+        raw = Responder(
+            "raw-responder", [sys.executable, str(HERE / "_echo_raw.py"), url], RAW_READY
         )
-        await stack.enter_async_context(
-            responder("mesh-node", node_command, ready=NODE_READY, log_dir=log_dir)
+        node = Responder(
+            "mesh-node",
+            [sys.executable, "-m", "mesh.node", "--agent", "echo", "--nats", url],
+            NODE_READY,
         )
+        await stack.enter_async_context(running([raw, node], log_dir=log_dir))
         client = await nats.connect(
             url, connect_timeout=5, max_reconnect_attempts=0, error_cb=_ignore
         )
@@ -425,20 +465,9 @@ async def run(url: str, *, seconds: float, warmup: float, repeat: int) -> list[F
         bare = await stack.enter_async_context(bare_asyncio_call())
 
         figures = [
-            Figure("nats_raw_1", "raw nats-py -> raw responder", 1, raw_nats_call(client)),
-            Figure("nats_raw_100", "raw nats-py -> raw responder", 100, raw_nats_call(client)),
-            Figure("nats_mesh_1", "runtime.call -> node (msgpack)", 1, mesh_runtime_call(remote)),
-            Figure(
-                "nats_mesh_100", "runtime.call -> node (msgpack)", 100, mesh_runtime_call(remote)
-            ),
-            Figure("nats_node_msgpack_1", "nats-py msgpack -> node", 1, node_msgpack_call(client)),
-            Figure(
-                "nats_node_msgpack_100", "nats-py msgpack -> node", 100, node_msgpack_call(client)
-            ),
-            Figure("nats_node_json_1", "nats-py JSON -> node", 1, node_json_call(client)),
-            Figure("nats_node_json_100", "nats-py JSON -> node", 100, node_json_call(client)),
+            *nats_figures(client, remote),
             Figure("memory_asyncio_1", "bare asyncio queue + future", 1, bare),
-            Figure("memory_mesh_1", "runtime.call, in-memory bus", 1, memory_mesh_call(local)),
+            Figure("memory_mesh_1", "runtime.call, in-memory bus", 1, mesh_call(local)),
         ]
         await measure_all(figures, seconds=seconds, warmup=warmup, repeat=repeat, stop=stop)
         return figures
@@ -463,11 +492,11 @@ def report(figures: list[Figure]) -> str:
     by_key = {figure.key: figure for figure in figures}
     lines += ["", f"{'target':<36} {'mesh / baseline':>15} {'paired [min-max]':>17} {'need':>6}"]
     for target in TARGETS:
-        ratio, paired = target.ratios(by_key)
-        verdict = "PASS" if ratio >= target.minimum else "FAIL"
+        verdict = target.judge(by_key)
+        paired = f"[{verdict.paired.min:.3f}-{verdict.paired.max:.3f}]"
         lines.append(
-            f"{target.label:<36} {ratio:>15.2f} {f'[{paired.min:.2f}-{paired.max:.2f}]':>17}"
-            f" {f'>={target.minimum:.2f}':>6}  {verdict}"
+            f"{target.label:<36} {verdict.ratio:>15.3f} {paired:>17}"
+            f" {f'>={target.minimum:.2f}':>6}  {'PASS' if verdict.passed else 'FAIL'}"
         )
     return "\n".join(lines)
 
@@ -487,7 +516,7 @@ def environment() -> dict[str, Any]:
     return {
         "machine": {
             "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
+            "processor": _cpu_model(),
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
             "load_average": os.getloadavg(),
@@ -495,6 +524,7 @@ def environment() -> dict[str, Any]:
         "versions": {
             "agent-mesh": metadata.version("agent-mesh"),
             "git": commit.stdout.strip() or None,
+            "sources_sha256": _sources_digest(),
             "nats-py": metadata.version("nats-py"),
             "nats-server": server.stdout.strip() or server.stderr.strip(),
             "msgpack": metadata.version("msgpack"),
@@ -503,22 +533,28 @@ def environment() -> dict[str, Any]:
     }
 
 
+def _sources_digest() -> str:
+    """A digest of the measured code, which ``git describe --dirty`` alone cannot tell apart."""
+    digest = hashlib.sha256()
+    for path in sorted([*ROOT.glob("mesh/**/*.py"), *ROOT.glob("agents/**/*.py")]):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def save(
     figures: list[Figure], started: dt.datetime, about: dict[str, Any], settings: dict[str, Any]
 ) -> Path:
-    """Write the results as JSON; a full run also becomes ``latest.json``."""
+    """Write the results as JSON, and again as ``latest.json``."""
     by_key = {figure.key: figure for figure in figures}
-    targets = []
-    for target in TARGETS:
-        ratio, paired = target.ratios(by_key)
-        targets.append(
-            {
-                **vars(target),
-                "ratio": ratio,
-                "paired_ratios": vars(paired),
-                "passed": ratio >= target.minimum,
-            }
-        )
+    targets = [{**vars(t), **asdict(t.judge(by_key))} for t in TARGETS]
     document = {
         "date": started.isoformat(timespec="seconds"),
         **about,
@@ -528,11 +564,9 @@ def save(
     }
     text = json.dumps(document, indent=2) + "\n"
     RESULTS.mkdir(exist_ok=True)
-    suffix = "-quick" if settings["quick"] else ""
-    path = RESULTS / f"bus-{started:%Y-%m-%dT%H%M%S}{suffix}.json"
+    path = RESULTS / f"bus-{started:%Y-%m-%dT%H%M%S}.json"
     path.write_text(text)
-    if not settings["quick"]:
-        (RESULTS / "latest.json").write_text(text)
+    (RESULTS / "latest.json").write_text(text)
     return path
 
 
@@ -549,13 +583,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; the exit code is 0 whether the targets pass or not (1 if the run failed)."""
-    args = _parser().parse_args(argv)
-    repeat = args.repeat or (2 if args.quick else 5)
-    seconds = args.seconds or (0.2 if args.quick else 1.5)
-    warmup = min(seconds, 0.5)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    repeat = args.repeat if args.repeat is not None else (2 if args.quick else 5)
+    seconds = args.seconds if args.seconds is not None else (0.2 if args.quick else 1.5)
     if repeat < 1 or seconds <= 0:
-        print("bench: --repeat and --seconds must be positive", file=sys.stderr)
-        return 2
+        parser.error("--repeat and --seconds must be positive")
+    warmup = min(seconds, 0.5)
     settings = {
         "payload": PAYLOAD,
         "seconds": seconds,
@@ -565,7 +599,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     started = dt.datetime.now().astimezone()
     about = environment()
-    print(f"bus benchmark: {repeat} x {seconds:g} s per figure, payload {PAYLOAD!r}", flush=True)
+    versions, machine = about["versions"], about["machine"]
+    print(
+        f"bus benchmark: {repeat} x {seconds:g} s per figure, payload {PAYLOAD!r}\n"
+        f"agent-mesh {versions['agent-mesh']} ({versions['git']}), nats-py {versions['nats-py']},"
+        f" {versions['nats-server']}, Python {machine['python']}, {machine['cpu_count']} CPUs",
+        flush=True,
+    )
     try:
         with NatsServerProcess() as server:
             print(f"nats-server at {server.url}", flush=True)
@@ -576,8 +616,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     about["machine"]["load_average_after"] = os.getloadavg()
     print()
     print(report(figures))
-    path = save(figures, started, about, settings)
-    print(f"\nresults: {path.relative_to(ROOT)}")
+    if args.quick:
+        print("\nquick run: results not saved")
+    else:
+        path = save(figures, started, about, settings)
+        print(f"\nresults: {path.relative_to(ROOT)}")
     return 0
 
 

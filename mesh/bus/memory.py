@@ -249,7 +249,8 @@ class InMemoryBus:
         for subscription in interest.plain:
             subscription.put(message)
         for members in interest.groups.values():
-            self._random.choice(members).put(message)
+            member = members[0] if len(members) == 1 else self._random.choice(members)
+            member.put(message)
 
     def _interest_in(self, subject: str) -> _Interest:
         interest = self._interest.get(subject)
