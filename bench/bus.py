@@ -42,6 +42,7 @@ import nats
 from nats.aio.client import Client
 
 from agents.echo import EchoAgent
+from mesh.bus import Bus, Message
 from mesh.node import READY as NODE_READY
 from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
 from mesh.server import NatsServerProcess, find_nats_server
@@ -299,6 +300,22 @@ def node_json_call(client: Client) -> Call:
     return call
 
 
+async def memory_bus_call(bus: Bus) -> Call:
+    """The in-memory bus alone: request/reply of raw bytes to a handler that echoes them."""
+
+    async def echo(message: Message) -> None:
+        await bus.publish(message.reply, message.data)
+
+    await bus.subscribe("bench.echo", echo)
+    data = PAYLOAD.encode()
+
+    async def call() -> None:
+        reply = await bus.request("bench.echo", data, timeout=REQUEST_TIMEOUT)
+        _check(reply.data.decode())
+
+    return call
+
+
 @asynccontextmanager
 async def bare_asyncio_call() -> AsyncIterator[Call]:
     """The floor of any in-process round trip: a queue, a worker task, and a future per item."""
@@ -463,11 +480,13 @@ async def run(url: str, *, seconds: float, warmup: float, repeat: int) -> list[F
         local.register(EchoAgent())
         await stack.enter_async_context(started(local))
         bare = await stack.enter_async_context(bare_asyncio_call())
+        memory_bus = await memory_bus_call(local.bus)
 
         figures = [
             *nats_figures(client, remote),
             Figure("memory_asyncio_1", "bare asyncio queue + future", 1, bare),
             Figure("memory_mesh_1", "runtime.call, in-memory bus", 1, mesh_call(local)),
+            Figure("memory_bus_1", "InMemoryBus request, no envelope", 1, memory_bus),
         ]
         await measure_all(figures, seconds=seconds, warmup=warmup, repeat=repeat, stop=stop)
         return figures

@@ -43,6 +43,7 @@ from mesh._config_sources import (
 )
 from mesh.agent import Agent
 from mesh.errors import UnknownAgentError
+from mesh.llm.config import LLMConfig
 from mesh.subjects import validate_agent_name
 
 __all__ = [
@@ -176,6 +177,8 @@ class MeshConfig(BaseModel):
     """The agents, by the name they are called by."""
     entry: str | None = None
     """The agent ``make demo`` and ``mesh run`` call; must be one of ``agents``."""
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    """How agents reach models: providers, OpenAI-compatible servers, scripted models, prices."""
     source: SkipJsonSchema[str | None] = Field(default=None, exclude=True)
     """Path of the file it was loaded from, for messages; set by `load_config`."""
 
@@ -241,6 +244,7 @@ class _EnvLayer(BaseSettings):
     defaults: Defaults = Field(default_factory=Defaults)
     agents: dict[str, AgentSpec] = Field(default_factory=dict)
     entry: str | None = None
+    llm: LLMConfig = Field(default_factory=LLMConfig)
 
 
 class _EnvSource(EnvSettingsSource):

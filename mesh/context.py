@@ -16,9 +16,17 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from mesh.envelope import ZERO_USAGE, Event, Reply, Task, Usage
+from mesh.llm.generate import generate
+from mesh.llm.instrument import InstrumentedModel
+from mesh.subjects import TELEMETRY_LLM
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from mesh.bus import Subscription
+    from mesh.llm.instrument import LLMCall
+    from mesh.llm.model import Model
+    from mesh.llm.types import ChatMessage, ModelResponse, ToolSpec
     from mesh.runtime import Runtime
 
 __all__ = ["Context", "EventHandler"]
@@ -152,6 +160,59 @@ class Context:
             for index in range(len(agents)):
                 group.start_soon(one, index)
         return [reply for reply in replies if reply is not None]
+
+    def model(self, name: str) -> Model:
+        """The model ``name`` (``provider:model``), measured: each call's tokens and cost are
+        added to this task's usage and published on ``mesh.telemetry.llm``.
+
+        Raises:
+            ValueError: Unknown provider, or an undeclared scripted model or server.
+            AuthFailedError: Real providers are switched off.
+        """
+        task = self.task
+        return InstrumentedModel(
+            self._runtime.models.get(name),
+            self._runtime.prices,
+            self._record_llm_call,
+            agent=self.agent,
+            task_id=task.id if task else None,
+            correlation_id=(task.correlation_id or task.id) if task else None,
+        )
+
+    async def llm(
+        self,
+        model: str,
+        prompt: str | Sequence[ChatMessage],
+        *,
+        system: str | None = None,
+        output_type: type[BaseModel] | None = None,
+        tools: Sequence[ToolSpec] = (),
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stop: Sequence[str] = (),
+    ) -> ModelResponse:
+        """One measured model call (see `mesh.llm.generate`); with ``output_type`` the answer
+        is validated into ``response.parsed``, retried once if it does not fit.
+
+        Raises:
+            InvalidOutputError: No valid structured output in two tries.
+            MeshError: The provider's failure (rate limit, timeout, auth, ...).
+        """
+        return await generate(
+            self.model(model),
+            prompt,
+            system=system,
+            output_type=output_type,
+            tools=tools,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stop=stop,
+        )
+
+    async def _record_llm_call(self, call: LLMCall) -> None:
+        if call.ok:
+            self.add_usage(call.usage)
+        await self._runtime.publish_telemetry(TELEMETRY_LLM, call)
 
     async def emit(self, kind: str, data: Any = None) -> None:
         """Publish an event on ``mesh.events.<agent>.<kind>`` (fire-and-forget)."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import anyio.abc
+from pydantic import BaseModel
 
 from mesh.bus import Bus, Message, Subscription, open_bus
 from mesh.codec import decode, decode_reply, encode
@@ -30,6 +31,9 @@ from mesh.errors import (
     UnknownAgentError,
 )
 from mesh.host import AgentHost
+from mesh.llm.config import LLMConfig
+from mesh.llm.pricing import PriceBook
+from mesh.llm.registry import ModelRegistry
 from mesh.subjects import event_subject, task_subject, validate_agent_name
 
 if TYPE_CHECKING:
@@ -70,6 +74,7 @@ class Runtime:
             another name fails at once with ``unknown_agent``.
         discovery: Answer ``$SRV`` service discovery for hosted agents.
         drain_timeout: Seconds `stop` waits for tasks in flight before cancelling them.
+        llm: How agents reach models (providers, scripted models, prices).
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class Runtime:
         known_agents: Collection[str] | None = None,
         discovery: bool = True,
         drain_timeout: float = 30.0,
+        llm: LLMConfig | None = None,
     ) -> None:
         self.url = url
         self.name = name
@@ -94,6 +100,11 @@ class Runtime:
         self._known = frozenset(known_agents) if known_agents is not None else None
         self._discovery = discovery
         self._drain_timeout = drain_timeout
+        llm = llm or LLMConfig()
+        self.models = ModelRegistry(llm)
+        """Models by name; register code-built ones (e.g. a `ScriptedModel`) here."""
+        self.prices = PriceBook(llm.prices)
+        """Prices every model call."""
         self._registrations: dict[str, _Registration] = {}
         self._hosts: list[AgentHost] = []
         self._responders: list[ServiceResponder] = []
@@ -130,6 +141,7 @@ class Runtime:
             "max_message_bytes": config.defaults.max_message_bytes,
             # A config that declares no agents says nothing about which exist.
             "known_agents": list(config.agents) or None,
+            "llm": config.llm,
         }
         runtime: Runtime
         if config.bus.url:
@@ -377,7 +389,14 @@ class Runtime:
     def _client(self) -> Context:
         return Context(self, agent=self.name)
 
-    # -- events --------------------------------------------------------------------------------
+    # -- events and telemetry ------------------------------------------------------------------
+
+    async def publish_telemetry(self, subject: str, record: BaseModel) -> None:
+        """Publish a telemetry record (fire-and-forget: a failure is logged, never raised)."""
+        try:
+            await self.bus.publish(subject, encode(record))
+        except (MeshError, ConnectionError, RuntimeError, TypeError) as exc:
+            _log.debug("telemetry on %s dropped: %s", subject, exc)
 
     async def emit(self, event: Event) -> None:
         """Publish ``event`` on ``mesh.events.<source>.<kind>``."""

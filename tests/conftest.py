@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from mesh.bus import Bus, open_bus
+from mesh.llm.registry import OFFLINE_VARIABLE
 from mesh.server import NatsServerProcess
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Real model providers are off in tests (node subprocesses inherit it): a test that forgot
+    # its scripted model fails loudly instead of calling out. Live tests build models directly.
+    os.environ[OFFLINE_VARIABLE] = "1"
 
 
 @pytest.fixture(scope="session")

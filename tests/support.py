@@ -106,3 +106,25 @@ class TrickyAgent(Agent[Any]):
             await ctx.emit(str(value["emit"]), task.id)
             await anyio.sleep(float(value.get("hold", 0)))
         return value
+
+
+class WriterAgent(Agent[Any]):
+    """Two model calls on ``scripted:pen`` (declared in the test's config), no tracking code."""
+
+    name = "writer"
+
+    async def execute(self, task: Task, ctx: Context) -> Any:
+        draft = await ctx.llm("scripted:pen", f"draft about {task.input}")
+        review = await ctx.llm("scripted:pen", f"review {draft.text}")
+        return review.text
+
+
+class ChiefAgent(Agent[Any]):
+    """Asks ``writer`` and ``editor`` (other nodes) at once, then makes one call of its own."""
+
+    name = "chief"
+
+    async def execute(self, task: Task, ctx: Context) -> Any:
+        replies = await ctx.call_many(["writer", "editor"], task.input)
+        final = await ctx.llm("scripted:pen", "sum up")
+        return [reply.unwrap() for reply in replies] + [final.text]

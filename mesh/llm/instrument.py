@@ -1,0 +1,166 @@
+"""Measurement of every model call: tokens, cost, latency, time to first token, outcome.
+
+`InstrumentedModel` wraps a model; the runtime hands agents only wrapped models (through
+`Context.model` and `Context.llm`), so no call escapes. Each call ends in one `LLMCall`
+record, given to a recorder: the context adds its usage to the task's, and the runtime
+publishes it on ``mesh.telemetry.llm``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mesh.envelope import Usage
+from mesh.errors import MeshError
+from mesh.llm.types import Completed, ModelRequest, ModelResponse, StreamEvent, TextDelta
+
+if TYPE_CHECKING:
+    from mesh.llm.model import Model
+    from mesh.llm.pricing import PriceBook
+
+__all__ = ["InstrumentedModel", "LLMCall", "Recorder"]
+
+
+class LLMCall(BaseModel):
+    """One model call, as measured (published on ``mesh.telemetry.llm``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    model: str
+    """``provider:model`` as asked for."""
+    provider: str
+    """The provider part of ``model``."""
+    agent: str | None = None
+    """The agent that made the call."""
+    task_id: str | None = None
+    """The task it was working on."""
+    correlation_id: str | None = None
+    """The top-level task of the tree."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float | None = None
+    """US dollars; ``None`` when the model's price is unknown."""
+    latency_ms: float = 0.0
+    """From the call to the whole answer."""
+    ttft_ms: float | None = None
+    """Time to the first text, for streamed calls."""
+    streamed: bool = False
+    ok: bool = True
+    error_code: str | None = None
+    """The mesh error code of a failed call."""
+    time: float = Field(default_factory=time.time)
+    """When the call ended, Unix time in seconds."""
+
+    @property
+    def usage(self) -> Usage:
+        """What this call adds to its task's usage."""
+        return Usage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cost_usd=self.cost_usd,
+            calls=1,
+        )
+
+
+Recorder = Callable[[LLMCall], Awaitable[None]]
+"""Receives each finished call; it must not raise, nor wait on anything slow."""
+
+
+class InstrumentedModel:
+    """A model whose every call is measured and given to ``recorder``.
+
+    Args:
+        inner: The model that answers.
+        prices: Prices the calls.
+        recorder: Receives one `LLMCall` per call, failed ones included.
+        agent: The calling agent's name, for the record.
+        task_id: The task being worked on.
+        correlation_id: The top-level task of the tree.
+    """
+
+    def __init__(
+        self,
+        inner: Model,
+        prices: PriceBook,
+        recorder: Recorder,
+        *,
+        agent: str | None = None,
+        task_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        self._inner = inner
+        self._prices = prices
+        self._recorder = recorder
+        self._who = {"agent": agent, "task_id": task_id, "correlation_id": correlation_id}
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    def __repr__(self) -> str:
+        return f"InstrumentedModel({self._inner.name!r})"
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        started = time.perf_counter()
+        try:
+            response = await self._inner.complete(request)
+        except MeshError as exc:
+            await self._record_failure(exc, started, streamed=False, ttft=None)
+            raise
+        await self._record(response, started, streamed=False, ttft=None)
+        return response
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        started = time.perf_counter()
+        ttft: float | None = None
+        try:
+            async for event in self._inner.stream(request):
+                if isinstance(event, TextDelta) and ttft is None:
+                    ttft = time.perf_counter() - started
+                elif isinstance(event, Completed):
+                    await self._record(event.response, started, streamed=True, ttft=ttft)
+                yield event
+        except MeshError as exc:
+            await self._record_failure(exc, started, streamed=True, ttft=ttft)
+            raise
+
+    async def _record(
+        self, response: ModelResponse, started: float, *, streamed: bool, ttft: float | None
+    ) -> None:
+        usage = response.usage
+        await self._recorder(
+            LLMCall(
+                model=self.name,
+                provider=self.name.partition(":")[0],
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cached_tokens=usage.cached_tokens,
+                cost_usd=self._prices.cost(self.name, usage),
+                latency_ms=(time.perf_counter() - started) * 1000,
+                ttft_ms=None if ttft is None else ttft * 1000,
+                streamed=streamed,
+                **self._who,
+            )
+        )
+
+    async def _record_failure(
+        self, exc: MeshError, started: float, *, streamed: bool, ttft: float | None
+    ) -> None:
+        await self._recorder(
+            LLMCall(
+                model=self.name,
+                provider=self.name.partition(":")[0],
+                cost_usd=0.0,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                ttft_ms=None if ttft is None else ttft * 1000,
+                streamed=streamed,
+                ok=False,
+                error_code=exc.code.value,
+                **self._who,
+            )
+        )
