@@ -3,6 +3,7 @@ transport), and once against the real API when ``ANTHROPIC_API_KEY`` is set."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -15,9 +16,17 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from pydantic import SecretStr
 
-from mesh.errors import AuthFailedError, MeshTimeoutError, ProviderError, RateLimitedError
+from mesh.errors import (
+    AuthFailedError,
+    MeshError,
+    MeshTimeoutError,
+    ProviderError,
+    RateLimitedError,
+)
 from mesh.llm.anthropic import DEFAULT_MAX_TOKENS, AnthropicModel
+from mesh.llm.instrument import InstrumentedModel, LLMCall
 from mesh.llm.model import Model, ProviderConfig
+from mesh.llm.pricing import PriceBook
 from mesh.llm.types import (
     ChatMessage,
     Completed,
@@ -395,7 +404,9 @@ async def test_cached_tokens_are_part_of_input_tokens(connect: Connect) -> None:
 
     response = await model.complete(HELLO)
 
-    assert response.usage == TokenUsage(input_tokens=960, output_tokens=4, cached_tokens=900)
+    assert response.usage == TokenUsage(
+        input_tokens=960, output_tokens=4, cached_tokens=900, cache_write_tokens=50
+    )
 
 
 @pytest.mark.parametrize(
@@ -583,3 +594,75 @@ async def test_live_completion_reports_usage() -> None:
     assert response.text
     assert response.usage.input_tokens > 0
     assert response.usage.output_tokens > 0
+
+
+# -- tokens and cost, as the mesh measures each call -------------------------------------------
+
+# claude-haiku-4-5 in genai-prices, per million tokens: $1 input, $0.10 cache read,
+# $1.25 cache write, $5 output.
+
+
+async def measured_calls(model: AnthropicModel, *, stream: bool = False) -> list[LLMCall]:
+    calls: list[LLMCall] = []
+
+    async def record(call: LLMCall) -> None:
+        calls.append(call)
+
+    measured = InstrumentedModel(model, PriceBook(), record)
+    with contextlib.suppress(MeshError):
+        if stream:
+            async for _ in measured.stream(HELLO):
+                pass
+        else:
+            await measured.complete(HELLO)
+    return calls
+
+
+async def test_call_is_measured_at_the_price_data_cost(connect: Connect) -> None:
+    (call,) = await measured_calls(connect(Exchange(message([{"type": "text", "text": "Hi"}]))))
+    assert (call.model, call.input_tokens, call.output_tokens, call.ok) == (
+        "anthropic:claude-haiku-4-5",
+        12,
+        5,
+        True,
+    )
+    assert call.cost_usd == pytest.approx((12 * 1.0 + 5 * 5.0) / 1_000_000)
+
+
+async def test_cache_reads_and_writes_are_priced_apart(connect: Connect) -> None:
+    usage = {
+        "input_tokens": 10,
+        "cache_read_input_tokens": 900,
+        "cache_creation_input_tokens": 50,
+        "output_tokens": 4,
+    }
+    exchange = Exchange(message([{"type": "text", "text": "ok"}], usage=usage))
+    (call,) = await measured_calls(connect(exchange))
+    assert call.cost_usd == pytest.approx((10 * 1.0 + 900 * 0.10 + 50 * 1.25 + 4 * 5.0) / 1e6)
+
+
+async def test_rate_limited_then_served_call_is_measured_once(connect: Connect) -> None:
+    exchange = Exchange(
+        error(429, "rate_limit_error", "slow down", **{"retry-after": "0.001"}),
+        message([{"type": "text", "text": "Hi"}]),
+    )
+    (call,) = await measured_calls(connect(exchange, max_retries=1))
+    assert (call.ok, call.input_tokens, call.output_tokens) == (True, 12, 5)
+    assert call.cost_usd == pytest.approx(37 / 1_000_000)
+
+
+async def test_streamed_call_is_measured_with_its_stream_usage(connect: Connect) -> None:
+    (call,) = await measured_calls(connect(Exchange(sse(*STREAMED))), stream=True)
+    assert (call.streamed, call.input_tokens, call.cached_tokens, call.output_tokens) == (
+        True,
+        28,
+        8,
+        7,
+    )
+    assert call.cost_usd == pytest.approx((20 * 1.0 + 8 * 0.10 + 7 * 5.0) / 1_000_000)
+
+
+async def test_failed_call_is_measured_as_failed_and_free(connect: Connect) -> None:
+    exchange = Exchange(error(401, "authentication_error", "invalid x-api-key"))
+    (call,) = await measured_calls(connect(exchange))
+    assert (call.ok, call.error_code, call.cost_usd) == (False, "auth_failed", 0.0)

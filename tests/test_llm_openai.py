@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator, Callable
@@ -12,9 +13,17 @@ import httpx2
 import pytest
 from pydantic import SecretStr
 
-from mesh.errors import AuthFailedError, MeshTimeoutError, ProviderError, RateLimitedError
+from mesh.errors import (
+    AuthFailedError,
+    MeshError,
+    MeshTimeoutError,
+    ProviderError,
+    RateLimitedError,
+)
+from mesh.llm.instrument import InstrumentedModel, LLMCall
 from mesh.llm.model import ProviderConfig
 from mesh.llm.openai import OpenAIModel
+from mesh.llm.pricing import PriceBook
 from mesh.llm.types import (
     ChatMessage,
     Completed,
@@ -534,3 +543,79 @@ async def test_live_openai_reports_usage() -> None:
 
     assert response.usage.input_tokens > 0
     assert response.usage.output_tokens > 0
+
+
+# -- tokens and cost, as the mesh measures each call -------------------------------------------
+
+# gpt-4o-mini in genai-prices: $0.15 per million input tokens, $0.075 cached, $0.60 output.
+# USAGE: 21 input tokens of which 5 cached, 7 output.
+HAND_COST = (16 * 0.15 + 5 * 0.075 + 7 * 0.60) / 1_000_000
+TOOL_CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+}
+
+
+async def measured_calls(model: OpenAIModel, *, stream: bool = False) -> list[LLMCall]:
+    calls: list[LLMCall] = []
+
+    async def record(call: LLMCall) -> None:
+        calls.append(call)
+
+    measured = InstrumentedModel(model, PriceBook(), record)
+    with contextlib.suppress(MeshError):
+        if stream:
+            async for _ in measured.stream(HELLO):
+                pass
+        else:
+            await measured.complete(HELLO)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "responses",
+    [
+        [completion({"content": "Hi"})],
+        [completion({"content": None, "tool_calls": [TOOL_CALL]}, finish="tool_calls")],
+        [error(429, "slow down", **{"retry-after-ms": "10"}), completion({"content": "Hi"})],
+    ],
+    ids=["completion", "tool-call", "429-then-success"],
+)
+async def test_call_is_measured_at_the_price_data_cost(
+    connect: Connect, responses: list[httpx2.Response]
+) -> None:
+    (call,) = await measured_calls(connect(Server(responses), max_retries=1))
+    assert (call.model, call.input_tokens, call.cached_tokens, call.output_tokens, call.ok) == (
+        "openai:gpt-4o-mini",
+        21,
+        5,
+        7,
+        True,
+    )
+    assert call.cost_usd == pytest.approx(HAND_COST)
+
+
+async def test_streamed_call_is_measured_at_the_price_data_cost(connect: Connect) -> None:
+    server = Server(
+        [chunks(delta(content="Hi"), delta(finish="stop"), {"choices": [], "usage": USAGE})]
+    )
+    (call,) = await measured_calls(connect(server), stream=True)
+    assert (call.streamed, call.input_tokens, call.output_tokens) == (True, 21, 7)
+    assert call.cost_usd == pytest.approx(HAND_COST)
+    assert call.ttft_ms is not None
+
+
+@pytest.mark.parametrize(
+    ("response", "code"),
+    [
+        (error(401, "Incorrect API key"), "auth_failed"),
+        (httpx2.Response(200, text="<html>oops</html>"), "provider_error"),
+    ],
+    ids=["401", "malformed"],
+)
+async def test_failed_call_is_measured_as_failed_and_free(
+    connect: Connect, response: httpx2.Response, code: str
+) -> None:
+    (call,) = await measured_calls(connect(Server([response])))
+    assert (call.ok, call.error_code, call.cost_usd, call.input_tokens) == (False, code, 0.0, 0)

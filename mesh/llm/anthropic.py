@@ -12,7 +12,7 @@ What the mapping does that is not one-to-one (the API version is the SDK's, ``20
 - Structured output uses the API's own support (``output_config.format``, a JSON schema made
   API-compatible by the SDK's ``transform_schema``); the JSON document comes back as the text.
 - ``input_tokens`` include the cache reads and writes that Anthropic reports apart;
-  ``cached_tokens`` are the cache reads.
+  ``cached_tokens`` are the cache reads, ``cache_write_tokens`` the writes.
 
 Retries with backoff (honouring ``Retry-After``) are the SDK's own. The SDK's OpenTelemetry
 spans are switched off: the mesh instruments model calls itself and must not count them twice.
@@ -298,4 +298,5 @@ def _usage(usage: Usage) -> TokenUsage:
         input_tokens=usage.input_tokens + read + written,
         output_tokens=usage.output_tokens,
         cached_tokens=read,
+        cache_write_tokens=written,
     )

@@ -43,6 +43,7 @@ class LLMCall(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     cost_usd: float | None = None
     """US dollars; ``None`` when the model's price is unknown."""
     latency_ms: float = 0.0
@@ -140,6 +141,7 @@ class InstrumentedModel:
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
                 cached_tokens=usage.cached_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
                 cost_usd=self._prices.cost(self.name, usage),
                 latency_ms=(time.perf_counter() - started) * 1000,
                 ttft_ms=None if ttft is None else ttft * 1000,

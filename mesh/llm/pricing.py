@@ -65,6 +65,7 @@ class PriceBook:
                     input_tokens=usage.input_tokens,
                     output_tokens=usage.output_tokens,
                     cache_read_tokens=usage.cached_tokens,
+                    cache_write_tokens=usage.cache_write_tokens,
                 ),
                 model_id,
                 provider_id=provider,

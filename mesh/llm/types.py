@@ -102,6 +102,9 @@ class TokenUsage(BaseModel):
     """Completion tokens."""
     cached_tokens: int = 0
     """Prompt tokens read from the provider's cache (part of ``input_tokens``)."""
+    cache_write_tokens: int = 0
+    """Prompt tokens written to the provider's cache (part of ``input_tokens``; Anthropic
+    charges them above the input price)."""
 
 
 class ModelResponse(BaseModel):
