@@ -60,7 +60,17 @@ __all__ = [
 ]
 
 BUILTIN_KINDS: Mapping[str, str] = MappingProxyType(
-    {"echo": "agents.echo:EchoAgent", "upper": "agents.upper:UpperAgent"}
+    {
+        "aggregator": "agents.aggregator:AggregatorAgent",
+        "classifier": "agents.classifier:ClassifierAgent",
+        "critic": "agents.critic:CriticAgent",
+        "echo": "agents.echo:EchoAgent",
+        "llm": "agents.llm:LLMAgent",
+        "planner": "agents.planner:PlannerAgent",
+        "react": "agents.react:ReactAgent",
+        "retriever": "agents.retriever:RetrieverAgent",
+        "upper": "agents.upper:UpperAgent",
+    }
 )
 """Short names of the built-in agent kinds, and the ``module:Class`` each stands for."""
 

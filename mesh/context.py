@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from mesh.envelope import ZERO_USAGE, Event, Reply, Task, Usage
+from mesh.llm.embeddings import Embedder, MeasuredEmbedder
 from mesh.llm.generate import generate
 from mesh.llm.instrument import InstrumentedModel
 from mesh.subjects import TELEMETRY_LLM
@@ -178,6 +179,17 @@ class Context:
             task_id=task.id if task else None,
             correlation_id=(task.correlation_id or task.id) if task else None,
         )
+
+    def embedder(self, embedder: str | Embedder) -> Embedder:
+        """An embedder (by name: ``hash``, ``openai:text-embedding-3-small``; or one built in
+        code), measured: each call's tokens and cost are added to this task's usage.
+
+        Raises:
+            ValueError: Not an embedder name.
+            AuthFailedError: Real providers are switched off, or there is no key.
+        """
+        inner = self._runtime.models.embedder(embedder) if isinstance(embedder, str) else embedder
+        return MeasuredEmbedder(inner, self._runtime.prices, self.add_usage)
 
     async def llm(
         self,

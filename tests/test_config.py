@@ -286,7 +286,7 @@ def test_undeclared_agent_raises_unknown_agent() -> None:
 
 
 def test_unknown_builtin_kind_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match=r"unknown kind 'nonexistent': use one of echo, upper"):
+    with pytest.raises(ValueError, match=r"unknown kind .nonexistent.: use one of aggregator, "):
         resolve_kind("nonexistent")
 
 

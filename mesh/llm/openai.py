@@ -51,13 +51,13 @@ from mesh.llm.types import (
     ToolSpec,
 )
 
-__all__ = ["OpenAIModel"]
+__all__ = ["OpenAIModel", "translate_error"]
 
 _PLACEHOLDER_KEY = "no-key"
 """Sent to an OpenAI-compatible server configured without a key (most local ones ignore it)."""
 
 _FOREIGN = (openai.OpenAIError, json.JSONDecodeError, ValidationError)
-"""What a call may raise that `_translate` turns into a mesh error."""
+"""What a call may raise that `translate_error` turns into a mesh error."""
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -137,7 +137,7 @@ class OpenAIModel:
             raw = await self._client.chat.completions.create(**self._params(request))
             completion = _Completion.model_validate(raw, from_attributes=True)
         except _FOREIGN as exc:
-            raise _translate(exc, self.name, self._secrets) from exc
+            raise translate_error(exc, self.name, self._secrets) from exc
         if not completion.choices or completion.choices[0].message is None:
             raise ProviderError(f"{self.name}: malformed response (no message)", retryable=True)
         answer.add(completion)
@@ -156,7 +156,7 @@ class OpenAIModel:
                     if text:
                         yield TextDelta(text=text)
         except _FOREIGN as exc:
-            raise _translate(exc, self.name, self._secrets) from exc
+            raise translate_error(exc, self.name, self._secrets) from exc
         yield Completed(response=answer.response(self.name))
 
     def _params(self, request: ModelRequest) -> CompletionCreateParamsBase:
@@ -264,7 +264,7 @@ def _usage(usage: _Usage | None) -> TokenUsage:
     )
 
 
-def _translate(exc: Exception, name: str, secrets: tuple[str, ...]) -> MeshError:
+def translate_error(exc: Exception, name: str, secrets: tuple[str, ...]) -> MeshError:
     """The mesh error for a failure of the SDK or a malformed answer, with a safe message."""
     if isinstance(exc, openai.APITimeoutError):
         return MeshTimeoutError(f"{name}: no answer within the timeout")

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from mesh.errors import AuthFailedError, ProviderError
 from mesh.llm.config import LLMConfig
+from mesh.llm.embeddings import Embedder, HashEmbedder, OpenAIEmbedder, split_embedder_name
 from mesh.llm.model import Model, split_model_name
 from mesh.llm.scripted import ScriptedModel
 
@@ -31,6 +32,7 @@ class ModelRegistry:
         flag = (os.environ if environ is None else environ).get(OFFLINE_VARIABLE, "")
         self._offline = self._config.offline or flag.lower() in {"1", "true", "yes"}
         self._models: dict[str, Model] = {}
+        self._embedders: dict[str, Embedder] = {}
 
     def register(self, model: Model) -> None:
         """Make ``model`` answer to its name (e.g. a `ScriptedModel` built in a test)."""
@@ -48,6 +50,33 @@ class ModelRegistry:
         if model is None:
             model = self._models[name] = self._build(name)
         return model
+
+    def register_embedder(self, embedder: Embedder) -> None:
+        """Make ``embedder`` answer to its name (e.g. one built in a test)."""
+        self._embedders[embedder.name] = embedder
+
+    def embedder(self, name: str) -> Embedder:
+        """The embedder called ``name`` (``hash``, ``hash:<dimensions>``, ``openai:<model>``),
+        built on first use with the ``llm.openai`` settings.
+
+        Raises:
+            ValueError: Not an embedder name.
+            AuthFailedError: Real providers are switched off, or OpenAI has no key.
+        """
+        embedder = self._embedders.get(name)
+        if embedder is None:
+            provider, model = split_embedder_name(name)
+            if provider == "hash":
+                embedder = HashEmbedder(int(model))
+            elif self._offline:
+                raise AuthFailedError(
+                    f"real model providers are switched off ({OFFLINE_VARIABLE}): {name!r} "
+                    "needs the hash embedder or one registered in code"
+                )
+            else:
+                embedder = OpenAIEmbedder(model, self._config.openai)
+            self._embedders[name] = embedder
+        return embedder
 
     def _build(self, name: str) -> Model:
         provider, model = split_model_name(name)
