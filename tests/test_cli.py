@@ -88,3 +88,15 @@ def test_demo_shows_calls_and_structured_errors(capsys: pytest.CaptureFixture[st
     assert "'fan out / FAN OUT'" in out
     assert "unknown_agent: no agent named 'ghost'" in out
     assert "5 concurrent calls: ['TASK 0', 'TASK 1', 'TASK 2', 'TASK 3', 'TASK 4']" in out
+    calls = [line.split() for line in out.splitlines() if "scripted:" in line]
+    assert [(row[0], row[1]) for row in calls] == [
+        ("triage", "scripted:triage"),
+        ("writer", "scripted:writer"),
+        ("reviewer", "scripted:reviewer"),
+    ]
+    (total,) = [line.split() for line in out.splitlines() if line.strip().startswith("total")]
+    # The reply's usage is the sum of the three calls: tokens and cost.
+    assert int(total[3]) == sum(int(row[2]) for row in calls)
+    assert int(total[4]) == sum(int(row[3]) for row in calls)
+    assert float(total[5]) == pytest.approx(sum(float(row[4]) for row in calls), abs=1e-8)
+    assert total[6:] == ["3", "calls"]

@@ -304,7 +304,7 @@ def test_example_config_loads() -> None:
     config = load_config(EXAMPLE, environ={})
 
     assert (sorted(config.agents), config.entry, config.max_concurrency("shout")) == (
-        ["echo", "shout"],
+        ["echo", "reviewer", "shout", "triage", "writer"],
         "shout",
         8,
     )
