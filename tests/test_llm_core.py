@@ -349,3 +349,24 @@ def test_compatible_server_answers_to_its_declared_name() -> None:
 def test_undeclared_compatible_server_is_refused() -> None:
     with pytest.raises(ValueError, match=r"declare llm\.compatible\.local"):
         ModelRegistry(environ={}).get("openai-compatible:local")
+
+
+async def test_a_failing_telemetry_publish_never_fails_the_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime = LocalRuntime(llm=LLMConfig(prices={"scripted:pen": PRICE}))
+    runtime.models.register(pen())
+    runtime.register(Writer())
+    async with runtime:
+        publish = runtime.bus.publish
+
+        async def broken(subject: str, data: bytes, **kwargs: Any) -> None:
+            if subject == TELEMETRY_LLM:
+                raise ConnectionError("telemetry link down")
+            await publish(subject, data, **kwargs)
+
+        monkeypatch.setattr(runtime.bus, "publish", broken)
+        with anyio.fail_after(5):
+            reply = await runtime.request("writer", "cats")
+    assert reply.output == {"draft": "a draft of twenty-four ch", "label": "ok"}
+    assert reply.usage.calls == 2
