@@ -60,6 +60,10 @@ class Context:
         """Absolute deadline (Unix seconds) of the work, or ``None``."""
         self.usage = ZERO_USAGE
         """Usage of every call made through this context so far."""
+        self.calls_made = 0
+        """Agent calls made through this context so far."""
+        self.meta: dict[str, Any] = {}
+        """Merged into the reply's ``meta`` (patterns keep their metrics here)."""
 
     @functools.cached_property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -108,6 +112,7 @@ class Context:
             context=merged,
             path=list(self.path),
         )
+        self.calls_made += 1
         reply = await self._runtime.send(agent, task, timeout=timeout, deadline=self.deadline)
         self.add_usage(reply.usage)
         return reply
@@ -224,7 +229,11 @@ class Context:
     async def _record_llm_call(self, call: LLMCall) -> None:
         if call.ok:
             self.add_usage(call.usage)
-        await self._runtime.publish_telemetry(TELEMETRY_LLM, call)
+        await self.publish_telemetry(TELEMETRY_LLM, call)
+
+    async def publish_telemetry(self, subject: str, record: BaseModel) -> None:
+        """Publish a telemetry record on ``subject`` (fire-and-forget: never raises)."""
+        await self._runtime.publish_telemetry(subject, record)
 
     async def emit(self, kind: str, data: Any = None) -> None:
         """Publish an event on ``mesh.events.<agent>.<kind>`` (fire-and-forget)."""

@@ -27,6 +27,9 @@ from mesh.errors import (
     MeshError,
     PayloadTooLargeError,
 )
+from mesh.errors import (
+    CancelledError as TaskCancelledError,
+)
 from mesh.subjects import queue_group, task_subject
 
 if TYPE_CHECKING:
@@ -103,6 +106,7 @@ class AgentHost:
         self._slots = asyncio.Semaphore(max_concurrency)
         self._subscription: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[str, _Stop] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._meta = {"agent": agent.name, "instance": runtime.instance}
@@ -189,7 +193,11 @@ class AgentHost:
             ctx.log.exception("agent raised")
             output = None
             error = ErrorInfo.from_exception(AgentError(_describe(exc)))
-        meta = {**self._meta, "duration_ms": round((time.perf_counter() - started) * 1000, 3)}
+        meta = {
+            **ctx.meta,
+            **self._meta,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
         return Reply(
             id=task.id,
             correlation_id=task.correlation_id,
@@ -200,28 +208,41 @@ class AgentHost:
         )
 
     async def _execute(self, task: Task, ctx: Context, allowed: float) -> Any:
-        """Run the agent, cancelled when ``allowed`` seconds have passed.
+        """Run the agent until it answers, its deadline passes, or its caller cancels it.
 
         A bare timer that cancels this task, rather than `asyncio.timeout`: the same effect at
         a fraction of the cost on the path every task takes.
 
         Raises:
             DeadlineExceededError: The time ran out.
+            CancelledError: The caller cancelled the task (``mesh.cancel.<task_id>``).
         """
         current = asyncio.current_task()
         assert current is not None
-        expiry = _Expiry(current)
-        timer = asyncio.get_running_loop().call_later(allowed, expiry.fire)
+        stop = _Stop(current)
+        timer = asyncio.get_running_loop().call_later(allowed, stop.fire, _DEADLINE)
+        self._running[task.id] = stop
         try:
             return await self.agent.execute(task, ctx)
         except asyncio.CancelledError as exc:
-            if not expiry.fired or current.uncancel() > 0:
-                raise  # cancelled from outside (e.g. shutdown), not by the deadline
-            raise DeadlineExceededError(
-                f"agent {self.agent.name!r} did not finish within {allowed:.3g}s"
-            ) from exc
+            if stop.reason is None or current.uncancel() > 0:
+                raise  # cancelled from outside (e.g. shutdown), not for this task
+            if stop.reason == _DEADLINE:
+                raise DeadlineExceededError(
+                    f"agent {self.agent.name!r} did not finish within {allowed:.3g}s"
+                ) from exc
+            raise TaskCancelledError("the caller cancelled the task") from exc
         finally:
             timer.cancel()
+            del self._running[task.id]
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancel the task ``task_id`` if it runs here; the agent sees `asyncio.CancelledError`."""
+        stop = self._running.get(task_id)
+        if stop is None:
+            return False
+        stop.fire(_CANCELLED)
+        return True
 
     async def _respond(self, subject: str, reply: Reply, encoding: Encoding) -> None:
         try:
@@ -246,18 +267,23 @@ class AgentHost:
             stats.last_error = f"{reply.error.code}: {reply.error.message}"
 
 
-class _Expiry:
-    """Cancels a task once, and remembers that it did."""
+_DEADLINE = "deadline"
+_CANCELLED = "cancelled"
 
-    __slots__ = ("fired", "task")
+
+class _Stop:
+    """Cancels a task once, and remembers why (its deadline, or its caller)."""
+
+    __slots__ = ("reason", "task")
 
     def __init__(self, task: asyncio.Task[Any]) -> None:
         self.task = task
-        self.fired = False
+        self.reason: str | None = None
 
-    def fire(self) -> None:
-        self.fired = True
-        self.task.cancel()
+    def fire(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self.task.cancel()
 
 
 def _describe(exc: Exception) -> str:

@@ -7,6 +7,7 @@ from the configuration: a NATS URL or none.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -27,6 +28,7 @@ from mesh.envelope import Event, Reply, Task
 from mesh.errors import (
     DeadlineExceededError,
     MeshError,
+    MeshTimeoutError,
     NoRespondersError,
     UnknownAgentError,
 )
@@ -34,7 +36,7 @@ from mesh.host import AgentHost
 from mesh.llm.config import LLMConfig
 from mesh.llm.pricing import PriceBook
 from mesh.llm.registry import ModelRegistry
-from mesh.subjects import event_subject, task_subject, validate_agent_name
+from mesh.subjects import cancel_subject, event_subject, task_subject, validate_agent_name
 
 if TYPE_CHECKING:
     from mesh.agent import Agent
@@ -229,6 +231,8 @@ class Runtime:
             self._stack = stack
             for registration in self._registrations.values():
                 await self._serve(registration)
+            if self._hosts:
+                await self._bus.subscribe(cancel_subject("*"), self._on_cancel)
             registered = self._registrations.values()
             background = [r.agent for r in registered if r.agent.runs_in_background]
             if background:
@@ -367,9 +371,26 @@ class Runtime:
                 )
             except NoRespondersError as exc:
                 raise NoRespondersError(f"no node is serving agent {agent!r}") from exc
+            except (asyncio.CancelledError, MeshTimeoutError):
+                # The caller gave up: the callee's work, and its own calls, are not wanted.
+                await self._cancel_remote(task.id)
+                raise
             return decode_reply(message.data, message.headers)
         except MeshError as exc:
             return Reply.failure(task.id, exc, correlation_id=task.correlation_id)
+
+    async def _cancel_remote(self, task_id: str) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.bus.publish(cancel_subject(task_id), b"")
+            except (MeshError, ConnectionError, RuntimeError) as exc:
+                _log.debug("cancel of %s not sent: %s", task_id, exc)
+
+    async def _on_cancel(self, message: Message) -> None:
+        task_id = message.subject.rpartition(".")[2]
+        for host in self._hosts:
+            if host.cancel(task_id):
+                _log.info("task %s cancelled by its caller", task_id)
 
     def _check_callee(self, agent: str) -> None:
         try:

@@ -128,3 +128,23 @@ class ChiefAgent(Agent[Any]):
         replies = await ctx.call_many(["writer", "editor"], task.input)
         final = await ctx.llm("scripted:pen", "sum up")
         return [reply.unwrap() for reply in replies] + [final.text]
+
+
+class PatientAgent(Agent[Any]):
+    """Waits (up to 30 s) until cancelled; says when it started and when it was cancelled."""
+
+    name = "patient"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.started = anyio.Event()
+        self.cancelled = anyio.Event()
+
+    async def execute(self, task: Task, ctx: Context) -> Any:
+        self.started.set()
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            self.cancelled.set()
+            raise
+        return "waited"

@@ -28,6 +28,7 @@ from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
 from tests.support import (
     FailAgent,
     FanOutAgent,
+    PatientAgent,
     RelayAgent,
     SleepAgent,
     SlowAgent,
@@ -334,3 +335,42 @@ async def test_agents_own_timeout_is_not_its_deadline(make_runtime: MakeRuntime)
     async with rt:
         with anyio.fail_after(5), pytest.raises(MeshTimeoutError, match="a sub-call gave up"):
             await rt.call("times_out", None)
+
+
+@pytest.mark.parametrize("via", ["patient", "relay"])
+async def test_a_caller_giving_up_cancels_the_work_below(
+    make_runtime: MakeRuntime, via: str
+) -> None:
+    patient = PatientAgent()
+    server = make_runtime()
+    server.register(patient)
+    server.register(RelayAgent())
+    async with server:
+        payload = "x" if via == "patient" else {"to": "patient", "input": "x"}
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                group.start_soon(server.request, via, payload)
+                await patient.started.wait()
+                group.cancel_scope.cancel()
+            await patient.cancelled.wait()
+
+
+async def test_a_cancel_from_any_client_stops_the_task(make_runtime: MakeRuntime) -> None:
+    patient = PatientAgent()
+    server = make_runtime()
+    server.register(patient)
+    async with server:
+        task = Task(input="x", id="cancel-me")
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+
+                async def ask() -> None:
+                    replies.append(await server.send("patient", task, timeout=10))
+
+                replies: list[Reply] = []
+                group.start_soon(ask)
+                await patient.started.wait()
+                await server.bus.publish("mesh.cancel.cancel-me", b"")
+            await patient.cancelled.wait()
+    assert replies[0].error is not None
+    assert replies[0].error.code == "cancelled"

@@ -1,0 +1,40 @@
+"""Telemetry records coordinators publish about themselves (``mesh.telemetry.pattern``).
+
+Model calls have their own record, `mesh.llm.instrument.LLMCall`, on ``mesh.telemetry.llm``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["PatternRun"]
+
+
+class PatternRun(BaseModel):
+    """One execution of a pattern: what it cost, how long it took, and its own figures."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    pattern: str
+    """The pattern's kind: ``parallel``, ``router``, ``reflection``, ..."""
+    agent: str
+    """The name the pattern runs under."""
+    task_id: str | None = None
+    correlation_id: str | None = None
+    duration_ms: float = 0.0
+    """From the task's start to the pattern's result."""
+    calls: int = 0
+    """Agent calls the pattern made."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = 0.0
+    """Tokens and cost of everything below the pattern (its calls' usage, summed)."""
+    outcome: str = "ok"
+    """``ok``, or the error code the pattern ended with."""
+    figures: dict[str, Any] = Field(default_factory=dict)
+    """The pattern's own figures (branch latencies, route chosen, score trajectory, ...)."""
+    time: float = Field(default_factory=time.time)
+    """When it ended, Unix time in seconds."""
