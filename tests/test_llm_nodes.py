@@ -78,3 +78,49 @@ async def test_top_level_reply_carries_the_cost_of_the_whole_tree(
         "calls": 5,
     }
     assert reply.usage.cost_usd == pytest.approx((tokens_in * 3.0 + tokens_out * 15.0) / 1e6)
+
+
+BUILTIN_CONFIG = """
+agents:
+  writer:
+    kind: llm
+    model: scripted:pen
+    prompt: "Write about {input}"
+  triage:
+    kind: classifier
+    model: scripted:sorter
+    categories: [billing, technical]
+    default: billing
+llm:
+  scripted:
+    pen:
+      default: "a line about nodes"
+    sorter:
+      default:
+        output: {category: technical, confidence: 0.9, reasoning: "error code", alternatives: []}
+  prices:
+    "scripted:pen": {input: 1.0, output: 2.0}
+    "scripted:sorter": {input: 1.0, output: 2.0}
+"""
+
+
+async def test_built_in_agents_run_as_nodes_from_yaml(nats_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "mesh.yaml"
+    config.write_text(BUILTIN_CONFIG)
+    async with (
+        run_node("writer", nats_url=nats_url, config=config, log_dir=tmp_path),
+        run_node("triage", nats_url=nats_url, config=config, log_dir=tmp_path),
+        DistributedRuntime(nats_url) as client,
+    ):
+        with anyio.fail_after(20):
+            written = await client.request("writer", "meshes")
+            sorted_ = await client.request("triage", "error E42 on start")
+    assert (written.output, written.usage.calls) == ("a line about nodes", 1)
+    assert written.usage.cost_usd is not None
+    assert sorted_.output == {
+        "category": "technical",
+        "confidence": 0.9,
+        "reasoning": "error code",
+        "alternatives": [],
+        "fell_back": False,
+    }
