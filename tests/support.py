@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import anyio
+import msgpack
 from pydantic import BaseModel, ConfigDict
 
 from mesh.agent import Agent
+from mesh.bus import Message
 from mesh.context import Context
 from mesh.envelope import Task
-from mesh.errors import NoRouteError
+from mesh.errors import MeshError, NoRouteError
+from mesh.llm.instrument import InstrumentedModel, LLMCall
+from mesh.llm.model import Model
+from mesh.llm.pricing import PriceBook
+from mesh.llm.types import ModelRequest
 
 
 class SlowConfig(BaseModel):
@@ -148,3 +155,44 @@ class PatientAgent(Agent[Any]):
             self.cancelled.set()
             raise
         return "waited"
+
+
+class CallLog:
+    """Collects the `LLMCall` records published on ``mesh.telemetry.llm``.
+
+    Use as a bus handler; ``await log.wait(n)`` returns once ``n`` records have arrived.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[LLMCall] = []
+        self._arrived = anyio.Event()
+
+    async def __call__(self, message: Message) -> None:
+        self.calls.append(LLMCall.model_validate(msgpack.unpackb(message.data)))
+        self._arrived.set()
+
+    async def wait(self, count: int) -> list[LLMCall]:
+        while len(self.calls) < count:
+            self._arrived = anyio.Event()
+            await self._arrived.wait()
+        return self.calls
+
+
+async def measured_calls(
+    model: Model, request: ModelRequest, *, stream: bool = False
+) -> list[LLMCall]:
+    """Make one call through the mesh's own instrumentation (at genai-prices' prices) and
+    return what it recorded; a failed call is recorded too (its error is swallowed here)."""
+    calls: list[LLMCall] = []
+
+    async def record(call: LLMCall) -> None:
+        calls.append(call)
+
+    measured = InstrumentedModel(model, PriceBook(), record)
+    with contextlib.suppress(MeshError):
+        if stream:
+            async for _ in measured.stream(request):
+                pass
+        else:
+            await measured.complete(request)
+    return calls

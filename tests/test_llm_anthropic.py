@@ -3,7 +3,6 @@ transport), and once against the real API when ``ANTHROPIC_API_KEY`` is set."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -18,15 +17,12 @@ from pydantic import SecretStr
 
 from mesh.errors import (
     AuthFailedError,
-    MeshError,
     MeshTimeoutError,
     ProviderError,
     RateLimitedError,
 )
 from mesh.llm.anthropic import DEFAULT_MAX_TOKENS, AnthropicModel
-from mesh.llm.instrument import InstrumentedModel, LLMCall
 from mesh.llm.model import Model, ProviderConfig
-from mesh.llm.pricing import PriceBook
 from mesh.llm.types import (
     ChatMessage,
     Completed,
@@ -39,6 +35,7 @@ from mesh.llm.types import (
     ToolCall,
     ToolSpec,
 )
+from tests.support import measured_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -602,24 +599,10 @@ async def test_live_completion_reports_usage() -> None:
 # $1.25 cache write, $5 output.
 
 
-async def measured_calls(model: AnthropicModel, *, stream: bool = False) -> list[LLMCall]:
-    calls: list[LLMCall] = []
-
-    async def record(call: LLMCall) -> None:
-        calls.append(call)
-
-    measured = InstrumentedModel(model, PriceBook(), record)
-    with contextlib.suppress(MeshError):
-        if stream:
-            async for _ in measured.stream(HELLO):
-                pass
-        else:
-            await measured.complete(HELLO)
-    return calls
-
-
 async def test_call_is_measured_at_the_price_data_cost(connect: Connect) -> None:
-    (call,) = await measured_calls(connect(Exchange(message([{"type": "text", "text": "Hi"}]))))
+    (call,) = await measured_calls(
+        connect(Exchange(message([{"type": "text", "text": "Hi"}]))), HELLO
+    )
     assert (call.model, call.input_tokens, call.output_tokens, call.ok) == (
         "anthropic:claude-haiku-4-5",
         12,
@@ -637,7 +620,7 @@ async def test_cache_reads_and_writes_are_priced_apart(connect: Connect) -> None
         "output_tokens": 4,
     }
     exchange = Exchange(message([{"type": "text", "text": "ok"}], usage=usage))
-    (call,) = await measured_calls(connect(exchange))
+    (call,) = await measured_calls(connect(exchange), HELLO)
     assert call.cost_usd == pytest.approx((10 * 1.0 + 900 * 0.10 + 50 * 1.25 + 4 * 5.0) / 1e6)
 
 
@@ -646,13 +629,13 @@ async def test_rate_limited_then_served_call_is_measured_once(connect: Connect) 
         error(429, "rate_limit_error", "slow down", **{"retry-after": "0.001"}),
         message([{"type": "text", "text": "Hi"}]),
     )
-    (call,) = await measured_calls(connect(exchange, max_retries=1))
+    (call,) = await measured_calls(connect(exchange, max_retries=1), HELLO)
     assert (call.ok, call.input_tokens, call.output_tokens) == (True, 12, 5)
     assert call.cost_usd == pytest.approx(37 / 1_000_000)
 
 
 async def test_streamed_call_is_measured_with_its_stream_usage(connect: Connect) -> None:
-    (call,) = await measured_calls(connect(Exchange(sse(*STREAMED))), stream=True)
+    (call,) = await measured_calls(connect(Exchange(sse(*STREAMED))), HELLO, stream=True)
     assert (call.streamed, call.input_tokens, call.cached_tokens, call.output_tokens) == (
         True,
         28,
@@ -664,5 +647,5 @@ async def test_streamed_call_is_measured_with_its_stream_usage(connect: Connect)
 
 async def test_failed_call_is_measured_as_failed_and_free(connect: Connect) -> None:
     exchange = Exchange(error(401, "authentication_error", "invalid x-api-key"))
-    (call,) = await measured_calls(connect(exchange))
+    (call,) = await measured_calls(connect(exchange), HELLO)
     assert (call.ok, call.error_code, call.cost_usd) == (False, "auth_failed", 0.0)

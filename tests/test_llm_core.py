@@ -7,18 +7,15 @@ import logging
 from typing import Any
 
 import anyio
-import msgpack
 import pytest
 from pydantic import BaseModel
 
 from mesh.agent import Agent
-from mesh.bus import Message
 from mesh.context import Context
 from mesh.envelope import Task, Usage
 from mesh.errors import AuthFailedError, InvalidOutputError, ProviderError
 from mesh.llm.config import LLMConfig
 from mesh.llm.generate import generate
-from mesh.llm.instrument import LLMCall
 from mesh.llm.pricing import Price, PriceBook
 from mesh.llm.registry import ModelRegistry
 from mesh.llm.scripted import (
@@ -31,6 +28,7 @@ from mesh.llm.scripted import (
 from mesh.llm.types import ChatMessage, Completed, ModelRequest, TextDelta, TokenUsage
 from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
 from mesh.subjects import TELEMETRY_LLM
+from tests.support import CallLog
 
 pytestmark = pytest.mark.anyio
 
@@ -230,19 +228,12 @@ async def test_calls_of_an_untracked_agent_are_counted_in_its_reply(runtime: Run
     model = pen()
     runtime.models.register(model)
     runtime.register(Writer())
-    calls: list[LLMCall] = []
-    two = anyio.Event()
-
-    async def on_call(message: Message) -> None:
-        calls.append(LLMCall.model_validate(msgpack.unpackb(message.data)))
-        if len(calls) == 2:
-            two.set()
-
+    log = CallLog()
     async with runtime:
-        await runtime.bus.subscribe(TELEMETRY_LLM, on_call)
+        await runtime.bus.subscribe(TELEMETRY_LLM, log)
         with anyio.fail_after(5):
             reply = await runtime.request("writer", "cats")
-            await two.wait()
+            calls = await log.wait(2)
     assert reply.output == {"draft": "a draft of twenty-four ch", "label": "ok"}
     assert [(c.agent, c.model, c.task_id, c.ok) for c in calls] == [
         ("writer", "scripted:pen", reply.id, True)
@@ -283,18 +274,12 @@ async def test_a_failed_call_is_reported_and_costs_nothing(runtime: Runtime) -> 
 
     runtime.models.register(ScriptedModel("silent"))
     runtime.register(Asker())
-    calls: list[LLMCall] = []
-    got = anyio.Event()
-
-    async def on_call(message: Message) -> None:
-        calls.append(LLMCall.model_validate(msgpack.unpackb(message.data)))
-        got.set()
-
+    log = CallLog()
     async with runtime:
-        await runtime.bus.subscribe(TELEMETRY_LLM, on_call)
+        await runtime.bus.subscribe(TELEMETRY_LLM, log)
         with anyio.fail_after(5):
             reply = await runtime.request("asker", None)
-            await got.wait()
+            calls = await log.wait(1)
     assert reply.error is not None
     assert reply.error.code == "provider_error"
     assert reply.usage == Usage()
@@ -315,18 +300,12 @@ async def test_streamed_calls_are_measured_with_time_to_first_token(runtime: Run
 
     runtime.models.register(ScriptedModel("pen", replies=["streamed words here"]))
     runtime.register(Streamer())
-    calls: list[LLMCall] = []
-    got = anyio.Event()
-
-    async def on_call(message: Message) -> None:
-        calls.append(LLMCall.model_validate(msgpack.unpackb(message.data)))
-        got.set()
-
+    log = CallLog()
     async with runtime:
-        await runtime.bus.subscribe(TELEMETRY_LLM, on_call)
+        await runtime.bus.subscribe(TELEMETRY_LLM, log)
         with anyio.fail_after(5):
             reply = await runtime.request("streamer", None)
-            await got.wait()
+            calls = await log.wait(1)
     assert reply.output == "streamed words here"
     assert reply.usage.calls == 1
     (call,) = calls

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import AsyncIterator, Callable
@@ -15,15 +14,12 @@ from pydantic import SecretStr
 
 from mesh.errors import (
     AuthFailedError,
-    MeshError,
     MeshTimeoutError,
     ProviderError,
     RateLimitedError,
 )
-from mesh.llm.instrument import InstrumentedModel, LLMCall
 from mesh.llm.model import ProviderConfig
 from mesh.llm.openai import OpenAIModel
-from mesh.llm.pricing import PriceBook
 from mesh.llm.types import (
     ChatMessage,
     Completed,
@@ -35,6 +31,7 @@ from mesh.llm.types import (
     ToolCall,
     ToolSpec,
 )
+from tests.support import measured_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -557,22 +554,6 @@ TOOL_CALL = {
 }
 
 
-async def measured_calls(model: OpenAIModel, *, stream: bool = False) -> list[LLMCall]:
-    calls: list[LLMCall] = []
-
-    async def record(call: LLMCall) -> None:
-        calls.append(call)
-
-    measured = InstrumentedModel(model, PriceBook(), record)
-    with contextlib.suppress(MeshError):
-        if stream:
-            async for _ in measured.stream(HELLO):
-                pass
-        else:
-            await measured.complete(HELLO)
-    return calls
-
-
 @pytest.mark.parametrize(
     "responses",
     [
@@ -585,7 +566,7 @@ async def measured_calls(model: OpenAIModel, *, stream: bool = False) -> list[LL
 async def test_call_is_measured_at_the_price_data_cost(
     connect: Connect, responses: list[httpx2.Response]
 ) -> None:
-    (call,) = await measured_calls(connect(Server(responses), max_retries=1))
+    (call,) = await measured_calls(connect(Server(responses), max_retries=1), HELLO)
     assert (call.model, call.input_tokens, call.cached_tokens, call.output_tokens, call.ok) == (
         "openai:gpt-4o-mini",
         21,
@@ -600,7 +581,7 @@ async def test_streamed_call_is_measured_at_the_price_data_cost(connect: Connect
     server = Server(
         [chunks(delta(content="Hi"), delta(finish="stop"), {"choices": [], "usage": USAGE})]
     )
-    (call,) = await measured_calls(connect(server), stream=True)
+    (call,) = await measured_calls(connect(server), HELLO, stream=True)
     assert (call.streamed, call.input_tokens, call.output_tokens) == (True, 21, 7)
     assert call.cost_usd == pytest.approx(HAND_COST)
     assert call.ttft_ms is not None
@@ -617,5 +598,5 @@ async def test_streamed_call_is_measured_at_the_price_data_cost(connect: Connect
 async def test_failed_call_is_measured_as_failed_and_free(
     connect: Connect, response: httpx2.Response, code: str
 ) -> None:
-    (call,) = await measured_calls(connect(Server([response])))
+    (call,) = await measured_calls(connect(Server([response])), HELLO)
     assert (call.ok, call.error_code, call.cost_usd, call.input_tokens) == (False, code, 0.0, 0)
