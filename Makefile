@@ -16,9 +16,9 @@ demo: $(STAMP)
 	$(PY) -m mesh.demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mesh agents patterns tests bench
-	$(VENV)/bin/ruff format --check mesh agents patterns tests bench
-	$(VENV)/bin/mypy mesh
+	$(VENV)/bin/ruff check mesh agents patterns tests bench examples
+	$(VENV)/bin/ruff format --check mesh agents patterns tests bench examples
+	$(VENV)/bin/mypy mesh agents patterns
 
 test: lint
 	$(PY) -m pytest

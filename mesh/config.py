@@ -70,9 +70,16 @@ BUILTIN_KINDS: Mapping[str, str] = MappingProxyType(
         "react": "agents.react:ReactAgent",
         "retriever": "agents.retriever:RetrieverAgent",
         "upper": "agents.upper:UpperAgent",
+        "parallel": "patterns.parallel:ParallelPattern",
+        "rag": "patterns.rag:RagPattern",
+        "reflection": "patterns.reflection:ReflectionPattern",
+        "router": "patterns.router:RouterPattern",
+        "sequential": "patterns.sequential:SequentialPattern",
+        "supervisor": "patterns.supervisor:SupervisorPattern",
+        "swarm": "patterns.swarm:SwarmPattern",
     }
 )
-"""Short names of the built-in agent kinds, and the ``module:Class`` each stands for."""
+"""Short names of the built-in agent and pattern kinds, and the ``module:Class`` of each."""
 
 _Where = Callable[[Loc], tuple[str | None, int | None]]
 """Where a value at a key path came from: (file or ``$VARIABLE``, line)."""

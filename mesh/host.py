@@ -185,6 +185,8 @@ class AgentHost:
         try:
             if allowed <= 0:
                 raise DeadlineExceededError("the task's deadline had passed when it arrived")
+            if self._runtime.cancelled_early(task.id):
+                raise TaskCancelledError("the caller cancelled the task before it started")
             output = await self._execute(task, ctx, allowed)
             error = None
         except MeshError as exc:

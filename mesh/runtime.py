@@ -11,6 +11,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -50,6 +51,7 @@ DEFAULT_TIMEOUT = 60.0
 """Seconds a call may take when neither the caller nor a deadline says otherwise."""
 DEFAULT_MAX_CONCURRENCY = 16
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+_CANCELLED_EARLY_KEPT = 1024
 REPLY_GRACE = 0.5
 """Seconds a caller waits past the deadline, so the callee's own deadline reply arrives first."""
 
@@ -109,6 +111,7 @@ class Runtime:
         """Prices every model call."""
         self._registrations: dict[str, _Registration] = {}
         self._hosts: list[AgentHost] = []
+        self._cancelled_early: OrderedDict[str, None] = OrderedDict()
         self._responders: list[ServiceResponder] = []
         self._bus: Bus | None = None
         self._stack: AsyncExitStack | None = None
@@ -388,9 +391,18 @@ class Runtime:
 
     async def _on_cancel(self, message: Message) -> None:
         task_id = message.subject.rpartition(".")[2]
-        for host in self._hosts:
-            if host.cancel(task_id):
-                _log.info("task %s cancelled by its caller", task_id)
+        if any(host.cancel(task_id) for host in self._hosts):
+            _log.info("task %s cancelled by its caller", task_id)
+            return
+        # The cancel may overtake its task (they travel on different subjects): remember it,
+        # so that the task is refused if it arrives after all.
+        self._cancelled_early[task_id] = None
+        if len(self._cancelled_early) > _CANCELLED_EARLY_KEPT:
+            self._cancelled_early.popitem(last=False)
+
+    def cancelled_early(self, task_id: str) -> bool:
+        """Whether a cancel for ``task_id`` arrived before the task (it is then forgotten)."""
+        return self._cancelled_early.pop(task_id, False) is None
 
     def _check_callee(self, agent: str) -> None:
         try:

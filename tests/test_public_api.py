@@ -7,7 +7,9 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("package", ["mesh", "mesh.bus", "mesh.errors", "mesh.llm", "agents"])
+@pytest.mark.parametrize(
+    "package", ["mesh", "mesh.bus", "mesh.errors", "mesh.llm", "agents", "patterns"]
+)
 def test_all_is_sorted_and_every_name_exists(package: str) -> None:
     module = importlib.import_module(package)
     names = list(module.__all__)

@@ -12,6 +12,7 @@ import pytest
 from agents.echo import EchoAgent
 from agents.upper import UpperAgent
 from mesh.agent import Agent
+from mesh.bus import Message
 from mesh.context import Context
 from mesh.envelope import Event, Reply, Task, Usage
 from mesh.errors import (
@@ -374,3 +375,20 @@ async def test_a_cancel_from_any_client_stops_the_task(make_runtime: MakeRuntime
             await patient.cancelled.wait()
     assert replies[0].error is not None
     assert replies[0].error.code == "cancelled"
+
+
+async def test_a_cancel_that_overtakes_its_task_refuses_it(make_runtime: MakeRuntime) -> None:
+    server = make_runtime()
+    server.register(EchoAgent())
+    async with server:
+        # The cancel arrives first (it travels on another subject than the task).
+        await server._on_cancel(Message("mesh.cancel.early-bird", b""))
+        with anyio.fail_after(5):
+            reply = await server.send("echo", Task(input="x", id="early-bird"))
+            again = await server.send("echo", Task(input="x", id="early-bird"))
+    assert reply.error is not None
+    assert (reply.error.code, reply.error.message) == (
+        "cancelled",
+        "the caller cancelled the task before it started",
+    )
+    assert again.output == "x"  # remembered once, then forgotten
