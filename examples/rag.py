@@ -23,6 +23,7 @@ from mesh.llm.config import LLMConfig
 from mesh.llm.pricing import Price
 from mesh.llm.scripted import ScriptedModel, ScriptRule
 from mesh.runtime import LocalRuntime
+from mesh.telemetry import describe_pattern_run
 from patterns.rag import RagConfig, RagPattern
 
 QUESTION = "How does a task reach an agent running on another machine?"
@@ -82,14 +83,7 @@ def show(reply: Reply) -> None:
         print("sources (reciprocal-rank fused score):")
         for source in out["sources"]:
             print(f"  {source['id']:<10} {source['score']:.4f}")
-    run = reply.meta["pattern"]
-    cost = "unknown" if run["cost_usd"] is None else f"${run['cost_usd']:.6f}"
-    print(
-        f"\npattern metrics: {run['duration_ms']:.1f} ms, {run['calls']} agent calls, "
-        f"{run['input_tokens']} tokens in, {run['output_tokens']} out, cost {cost}"
-    )
-    for name, value in run["figures"].items():
-        print(f"  {name}: {value}")
+    print("\n" + describe_pattern_run(reply.meta["pattern"]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from mesh.llm.config import LLMConfig
 from mesh.llm.pricing import Price
 from mesh.llm.scripted import ScriptedModel, ScriptRule
 from mesh.runtime import LocalRuntime
+from mesh.telemetry import describe_pattern_run
 from patterns.reflection import ReflectionConfig, ReflectionPattern
 
 TASK = "In two sentences, say why a message bus suits a mesh of LLM agents."
@@ -93,14 +94,7 @@ def show(reply: Reply) -> None:
         print(f"answer (iteration {out['best_iteration']}, score {out['score']:.2f}):")
         print(f"  {out['answer']}\n")
         print(f"scores: {trajectory}   stopped: {out['stopped']}")
-    run = reply.meta["pattern"]
-    cost = "unknown" if run["cost_usd"] is None else f"${run['cost_usd']:.6f}"
-    print(
-        f"\npattern metrics: {run['duration_ms']:.1f} ms, {run['calls']} agent calls, "
-        f"{run['input_tokens']} tokens in, {run['output_tokens']} out, cost {cost}"
-    )
-    for name, value in run["figures"].items():
-        print(f"  {name}: {value}")
+    print("\n" + describe_pattern_run(reply.meta["pattern"]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from mesh.llm.config import LLMConfig
 from mesh.llm.pricing import Price
 from mesh.llm.scripted import ScriptedModel, ScriptRule
 from mesh.runtime import LocalRuntime
+from mesh.telemetry import describe_pattern_run
 from patterns.supervisor import SupervisorConfig, SupervisorPattern
 
 TASK = "Write two sentences on why agents talk over a message bus."
@@ -91,14 +92,7 @@ def show(reply: Reply) -> None:
             print(f"[{turn['agent']}] {turn['content']}")
         print(f"\nanswer: {out['answer']}")
         print(f"rounds: {out['rounds']}   stopped: {out['stopped']}")
-    run = reply.meta["pattern"]
-    cost = "unknown" if run["cost_usd"] is None else f"${run['cost_usd']:.6f}"
-    print(
-        f"\npattern metrics: {run['duration_ms']:.1f} ms, {run['calls']} agent calls, "
-        f"{run['input_tokens']} tokens in, {run['output_tokens']} out, cost {cost}"
-    )
-    for name, value in run["figures"].items():
-        print(f"  {name}: {value}")
+    print("\n" + describe_pattern_run(reply.meta["pattern"]))
 
 
 def main(argv: list[str] | None = None) -> int:

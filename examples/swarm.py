@@ -25,6 +25,7 @@ from mesh.llm.config import LLMConfig
 from mesh.llm.pricing import Price
 from mesh.llm.scripted import ScriptedModel, ScriptedReply, ScriptRule
 from mesh.runtime import LocalRuntime
+from mesh.telemetry import describe_pattern_run
 from patterns.swarm import SwarmConfig, SwarmPattern, SwarmState, handoff
 
 TICKETS = [
@@ -120,14 +121,7 @@ def show(ticket: str, reply: Reply) -> None:
         out: dict[str, Any] = reply.output
         print(f"  path:   {' -> '.join(out['path'])}   handoffs: {out['handoffs']}")
         print(f"  answer: {out['output']}")
-    run = reply.meta["pattern"]
-    cost = "unknown" if run["cost_usd"] is None else f"${run['cost_usd']:.6f}"
-    print(
-        f"  pattern metrics: {run['duration_ms']:.1f} ms, {run['calls']} agent calls, "
-        f"{run['input_tokens']} tokens in, {run['output_tokens']} out, cost {cost}"
-    )
-    for name, value in run["figures"].items():
-        print(f"    {name}: {value}")
+    print(describe_pattern_run(reply.meta["pattern"], indent="  "))
 
 
 def main(argv: list[str] | None = None) -> int:

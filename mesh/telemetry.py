@@ -6,11 +6,12 @@ Model calls have their own record, `mesh.llm.instrument.LLMCall`, on ``mesh.tele
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["PatternRun"]
+__all__ = ["PatternRun", "describe_pattern_run"]
 
 
 class PatternRun(BaseModel):
@@ -38,3 +39,19 @@ class PatternRun(BaseModel):
     """The pattern's own figures (branch latencies, route chosen, score trajectory, ...)."""
     time: float = Field(default_factory=time.time)
     """When it ended, Unix time in seconds."""
+
+
+def describe_pattern_run(run: Mapping[str, Any], *, indent: str = "") -> str:
+    """A pattern's metrics as a person reads them: one summary line, then a line per figure.
+
+    Args:
+        run: A `PatternRun` as a reply carries it (``reply.meta["pattern"]``).
+        indent: Put before every line.
+    """
+    cost = "unknown" if run["cost_usd"] is None else f"${run['cost_usd']:.6f}"
+    lines = [
+        f"{indent}pattern metrics: {run['duration_ms']:.1f} ms, {run['calls']} agent calls, "
+        f"{run['input_tokens']} tokens in, {run['output_tokens']} out, cost {cost}"
+    ]
+    lines += [f"{indent}  {name}: {value}" for name, value in run["figures"].items()]
+    return "\n".join(lines)
