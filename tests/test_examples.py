@@ -37,3 +37,19 @@ def test_example_runs_and_prints_its_metrics(
     out = capsys.readouterr().out
     assert out.strip()
     assert "pattern" in out.lower() or "metrics" in out.lower()
+
+
+def test_every_yaml_snippet_of_the_patterns_doc_is_a_valid_config() -> None:
+    import re
+
+    import yaml
+
+    from mesh.config import resolve_kind
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "patterns.md").read_text()
+    snippets = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert snippets
+    for snippet in snippets:
+        for spec in yaml.safe_load(snippet).values():
+            settings = {key: value for key, value in spec.items() if key != "kind"}
+            resolve_kind(spec["kind"]).config_model.model_validate(settings)
