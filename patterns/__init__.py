@@ -1,11 +1,16 @@
 """Orchestration patterns: coordinators that are agents themselves, so they nest.
 
 Each is usable from YAML by its kind name (``parallel``, ``sequential``, ``router``, ``swarm``,
-``supervisor``, ``rag``, ``reflection``) and reports its metrics on ``mesh.telemetry.pattern``
+``supervisor``, ``rag``, ``reflection``, ``ensemble``, ``debate``, ``map_reduce``,
+``plan_execute``) and reports its metrics on ``mesh.telemetry.pattern``
 and in its reply's ``meta["pattern"]``.
 """
 
+from patterns.debate import DebateConfig, DebatePattern
+from patterns.ensemble import EnsembleConfig, EnsemblePattern
+from patterns.map_reduce import MapReduceConfig, MapReducePattern
 from patterns.parallel import AggregateFunction, BranchSpec, ParallelConfig, ParallelPattern
+from patterns.plan_execute import PlanExecuteConfig, PlanExecutePattern
 from patterns.rag import RagConfig, RagPattern, reciprocal_rank_fusion
 from patterns.reflection import ReflectionConfig, ReflectionPattern
 from patterns.router import Labeller, RouterConfig, RouterPattern, RouteRule
@@ -16,10 +21,18 @@ from patterns.swarm import SwarmConfig, SwarmPattern, SwarmState, handoff
 __all__ = [
     "AggregateFunction",
     "BranchSpec",
+    "DebateConfig",
+    "DebatePattern",
+    "EnsembleConfig",
+    "EnsemblePattern",
     "Labeller",
+    "MapReduceConfig",
+    "MapReducePattern",
     "OnError",
     "ParallelConfig",
     "ParallelPattern",
+    "PlanExecuteConfig",
+    "PlanExecutePattern",
     "RagConfig",
     "RagPattern",
     "ReflectionConfig",
