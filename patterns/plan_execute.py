@@ -33,7 +33,7 @@ import anyio
 import anyio.abc
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from agents.planner import Plan, Step
+from agents.planner import Plan, PlannerInput, Step
 from mesh.agent import Agent
 from mesh.context import Context
 from mesh.envelope import ErrorInfo, Task
@@ -74,16 +74,8 @@ class PlanExecuteConfig(BaseModel):
         return self
 
 
-class _Goal(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    goal: str = Field(min_length=1)
-    context: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _plain_text(cls, data: Any) -> Any:
-        return {"goal": data} if isinstance(data, str) else data
+class _Goal(PlannerInput):
+    """The goal as text, or ``{"goal", "context"?}``: what the planner itself takes."""
 
 
 @dataclass

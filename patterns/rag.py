@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from agents._model import DEFAULT_MODEL, ModelName, checked_output, parse_input
 from agents.llm import template_fields
+from agents.retriever import RetrieverInput
 from mesh.agent import Agent
 from mesh.context import Context
 from mesh.envelope import Task
@@ -110,27 +111,9 @@ class RagConfig(BaseModel):
         return self
 
 
-class RagInput(BaseModel):
-    """What a RAG pattern is asked: the question as text, or ``{"query", "k"?}``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-    query: str
-    """The question; not blank."""
-    k: int | None = Field(default=None, ge=1)
-    """Passages to put in the prompt, instead of the configured ``k``."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _plain_text(cls, data: Any) -> Any:
-        return {"query": data} if isinstance(data, str) else data
-
-    @field_validator("query")
-    @classmethod
-    def _not_blank(cls, query: str) -> str:
-        if not query.strip():
-            raise ValueError("the query is blank")
-        return query
+class RagInput(RetrieverInput):
+    """What a RAG pattern is asked: the question as text, or ``{"query", "k"?}`` (``k``: the
+    passages to put in the prompt, instead of the configured ``k``)."""
 
 
 class QueryVariants(BaseModel):
