@@ -130,6 +130,9 @@ class Defaults(BaseModel):
     """Tasks one node runs at once; above it, messages wait."""
     max_message_bytes: int = Field(default=1_048_576, ge=1)
     """Largest incoming task accepted, in bytes."""
+    max_depth: int = Field(default=32, ge=1)
+    """Longest call path (agents above a task, the caller included); deeper tasks are refused
+    with ``depth_exceeded``: the guard against cycles (A calls B calls A ...)."""
 
 
 class BusConfig(BaseModel):

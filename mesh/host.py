@@ -22,6 +22,7 @@ from mesh.envelope import ErrorInfo, Reply, Task
 from mesh.errors import (
     AgentError,
     DeadlineExceededError,
+    DepthExceededError,
     ErrorCode,
     InvalidOutputError,
     MeshError,
@@ -84,6 +85,7 @@ class AgentHost:
         max_concurrency: Tasks run at once; further messages wait.
         timeout: Seconds a task without a deadline may run.
         max_message_bytes: Larger tasks are refused with ``payload_too_large``.
+        max_depth: Tasks whose call path is longer are refused with ``depth_exceeded``.
     """
 
     def __init__(
@@ -94,12 +96,14 @@ class AgentHost:
         max_concurrency: int,
         timeout: float,
         max_message_bytes: int,
+        max_depth: int,
     ) -> None:
         self.agent = agent
         self.stats = HostStats()
         self._runtime = runtime
         self._timeout = timeout
         self._max_message_bytes = max_message_bytes
+        self._max_depth = max_depth
         # asyncio primitives on the per-message path: anyio's cost several times more per
         # task, and nats-py ties the mesh to asyncio anyway. The host owns its tasks: `stop`
         # waits for them, `close` cancels them.
@@ -185,6 +189,11 @@ class AgentHost:
         try:
             if allowed <= 0:
                 raise DeadlineExceededError("the task's deadline had passed when it arrived")
+            if len(task.path) > self._max_depth:
+                raise DepthExceededError(
+                    f"call depth {len(task.path)} exceeds max_depth {self._max_depth} "
+                    f"(the last callers: {' -> '.join(task.path[-5:])}): a cycle?"
+                )
             if self._runtime.cancelled_early(task.id):
                 raise TaskCancelledError("the caller cancelled the task before it started")
             output = await self._execute(task, ctx, allowed)

@@ -51,6 +51,7 @@ DEFAULT_TIMEOUT = 60.0
 """Seconds a call may take when neither the caller nor a deadline says otherwise."""
 DEFAULT_MAX_CONCURRENCY = 16
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+DEFAULT_MAX_DEPTH = 32
 _CANCELLED_EARLY_KEPT = 1024
 REPLY_GRACE = 0.5
 """Seconds a caller waits past the deadline, so the callee's own deadline reply arrives first."""
@@ -74,6 +75,7 @@ class Runtime:
         timeout: Default seconds for a call, and for a task that arrives without a deadline.
         max_concurrency: Default tasks run at once per hosted agent.
         max_message_bytes: Largest task a hosted agent accepts.
+        max_depth: Longest call path a hosted agent accepts (the guard against cycles).
         known_agents: Every agent name of the mesh, when known (from the config): calling
             another name fails at once with ``unknown_agent``.
         discovery: Answer ``$SRV`` service discovery for hosted agents.
@@ -89,6 +91,7 @@ class Runtime:
         timeout: float = DEFAULT_TIMEOUT,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_depth: int = DEFAULT_MAX_DEPTH,
         known_agents: Collection[str] | None = None,
         discovery: bool = True,
         drain_timeout: float = 30.0,
@@ -101,6 +104,7 @@ class Runtime:
         self._timeout = timeout
         self._max_concurrency = max_concurrency
         self._max_message_bytes = max_message_bytes
+        self._max_depth = max_depth
         self._known = frozenset(known_agents) if known_agents is not None else None
         self._discovery = discovery
         self._drain_timeout = drain_timeout
@@ -144,6 +148,7 @@ class Runtime:
             "timeout": config.defaults.timeout,
             "max_concurrency": config.defaults.max_concurrency,
             "max_message_bytes": config.defaults.max_message_bytes,
+            "max_depth": config.defaults.max_depth,
             # A config that declares no agents says nothing about which exist.
             "known_agents": list(config.agents) or None,
             "llm": config.llm,
@@ -286,6 +291,7 @@ class Runtime:
             max_concurrency=registration.max_concurrency,
             timeout=registration.timeout,
             max_message_bytes=self._max_message_bytes,
+            max_depth=self._max_depth,
         )
         await host.start()
         self._hosts.append(host)

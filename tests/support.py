@@ -196,3 +196,12 @@ async def measured_calls(
         else:
             await measured.complete(request)
     return calls
+
+
+class RecurseAgent(Agent[Any]):
+    """Calls itself with its input plus one, for ever: a cycle for the depth guard to stop."""
+
+    name = "recurse"
+
+    async def execute(self, task: Task, ctx: Context) -> Any:
+        return await ctx.call(self.name, int(task.input) + 1)

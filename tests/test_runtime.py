@@ -30,6 +30,7 @@ from tests.support import (
     FailAgent,
     FanOutAgent,
     PatientAgent,
+    RecurseAgent,
     RelayAgent,
     SleepAgent,
     SlowAgent,
@@ -392,3 +393,17 @@ async def test_a_cancel_that_overtakes_its_task_refuses_it(make_runtime: MakeRun
         "the caller cancelled the task before it started",
     )
     assert again.output == "x"  # remembered once, then forgotten
+
+
+async def test_a_call_cycle_is_stopped_by_the_depth_limit(make_runtime: MakeRuntime) -> None:
+    rt = make_runtime(max_depth=5)
+    rt.register(RecurseAgent())
+    async with rt:
+        with anyio.fail_after(10):
+            reply = await rt.request("recurse", 0)
+    assert reply.error is not None
+    assert reply.error.code == "depth_exceeded"
+    assert reply.error.message == (
+        "call depth 6 exceeds max_depth 5 "
+        "(the last callers: recurse -> recurse -> recurse -> recurse -> recurse): a cycle?"
+    )
