@@ -22,6 +22,7 @@ from mesh.llm.config import LLMConfig
 from mesh.llm.pricing import Price
 from mesh.llm.scripted import ScriptedModel, ScriptRule
 from mesh.runtime import LocalRuntime
+from mesh.telemetry import describe_pattern_run
 from patterns.debate import DebateConfig, DebatePattern
 
 TOPIC = "Should a four-person team rewrite its ten-year-old billing system from scratch?"
@@ -96,11 +97,7 @@ def show(reply: Reply) -> None:
         print(f"\nverdict ({out['decided_by']}, winner: {out['winner']}): {out['verdict']}")
         print(f"reasoning: {out['reasoning']}")
     run = reply.meta["pattern"]
-    cost = "unknown" if run["cost_usd"] is None else f"${run['cost_usd']:.6f}"
-    print(
-        f"\npattern metrics: {run['duration_ms']:.1f} ms, {run['calls']} agent calls, "
-        f"{run['input_tokens']} tokens in, {run['output_tokens']} out, cost {cost}"
-    )
+    print("\n" + describe_pattern_run(run, figures=False))
     figures = run["figures"]
     print(
         f"  rounds: {figures['rounds']}   converged: {figures['converged']}   "

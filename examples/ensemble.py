@@ -23,6 +23,7 @@ from mesh.llm.config import LLMConfig
 from mesh.llm.pricing import Price
 from mesh.llm.scripted import ScriptedModel
 from mesh.runtime import LocalRuntime
+from mesh.telemetry import describe_pattern_run
 from patterns.ensemble import EnsembleConfig, EnsemblePattern
 
 QUESTION = "Which planet of the solar system has the most known moons? Answer with its name only."
@@ -69,11 +70,7 @@ def show(reply: Reply) -> None:
         print(f"  {name:<11} failed: {error['code']}: {error['message']}")
     run = reply.meta["pattern"]
     figures = run["figures"]
-    cost = "unknown" if run["cost_usd"] is None else f"${run['cost_usd']:.6f}"
-    print(
-        f"\npattern metrics: {run['duration_ms']:.1f} ms, {run['calls']} agent calls, "
-        f"{run['input_tokens']} tokens in, {run['output_tokens']} out, cost {cost}"
-    )
+    print("\n" + describe_pattern_run(run, figures=False))
     print(
         f"  {figures['answered']} answered, {figures['failed']} failed; "
         f"votes {figures.get('votes')}, agreement {figures.get('agreement', 0):.0%}"

@@ -23,6 +23,7 @@ from mesh.llm.config import LLMConfig
 from mesh.llm.pricing import Price
 from mesh.llm.scripted import ScriptedModel, ScriptRule
 from mesh.runtime import LocalRuntime
+from mesh.telemetry import describe_pattern_run
 from patterns.map_reduce import MapReduceConfig, MapReducePattern
 
 REPORT = """\
@@ -81,11 +82,7 @@ def show(reply: Reply) -> None:
             print(f"skipped piece {entry['piece']}: {entry['code']}: {entry['message']}")
     run = reply.meta["pattern"]
     figures = run["figures"]
-    cost = "unknown" if run["cost_usd"] is None else f"${run['cost_usd']:.6f}"
-    print(
-        f"\npattern metrics: {run['duration_ms']:.1f} ms, {run['calls']} agent calls, "
-        f"{run['input_tokens']} tokens in, {run['output_tokens']} out, cost {cost}"
-    )
+    print("\n" + describe_pattern_run(run, figures=False))
     if "map_wall_ms" in figures:
         print(
             f"  map: {figures['mapped']} of {figures['pieces']} pieces in "

@@ -23,6 +23,7 @@ from mesh.llm.config import LLMConfig
 from mesh.llm.pricing import Price
 from mesh.llm.scripted import ScriptedModel
 from mesh.runtime import LocalRuntime
+from mesh.telemetry import describe_pattern_run
 from patterns.parallel import ParallelConfig, ParallelPattern
 
 QUESTION = "Which planet of the solar system is the largest? Answer with its name only."
@@ -66,11 +67,7 @@ def show(reply: Reply) -> None:
         for name, error in out["failed"].items():
             print(f"failed:    {name}: {error['code']}: {error['message']}")
     run = reply.meta["pattern"]
-    cost = "unknown" if run["cost_usd"] is None else f"${run['cost_usd']:.6f}"
-    print(
-        f"\npattern metrics: {run['duration_ms']:.1f} ms, {run['calls']} agent calls, "
-        f"{run['input_tokens']} tokens in, {run['output_tokens']} out, cost {cost}"
-    )
+    print("\n" + describe_pattern_run(run, figures=False))
     figures = run["figures"]
     for name, branch in figures["branches"].items():
         latency = branch["latency_ms"]

@@ -24,6 +24,7 @@ from mesh.llm.config import LLMConfig
 from mesh.llm.pricing import Price
 from mesh.llm.scripted import ScriptedModel, ScriptedReply
 from mesh.runtime import LocalRuntime
+from mesh.telemetry import describe_pattern_run
 from patterns.plan_execute import PlanExecuteConfig, PlanExecutePattern
 
 GOAL = "Write a three-sentence note on why the Moon has phases."
@@ -93,11 +94,7 @@ def show(reply: Reply) -> None:
             )
     run = reply.meta["pattern"]
     figures = run["figures"]
-    cost = "unknown" if run["cost_usd"] is None else f"${run['cost_usd']:.6f}"
-    print(
-        f"\npattern metrics: {run['duration_ms']:.1f} ms, {run['calls']} agent calls, "
-        f"{run['input_tokens']} tokens in, {run['output_tokens']} out, cost {cost}"
-    )
+    print("\n" + describe_pattern_run(run, figures=False))
     print(
         f"  {figures['steps_run']} steps run ({figures['failures']} failed), up to "
         f"{figures['parallel_width']} at once; {figures['replans']} re-plan(s); "

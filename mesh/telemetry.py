@@ -41,17 +41,19 @@ class PatternRun(BaseModel):
     """When it ended, Unix time in seconds."""
 
 
-def describe_pattern_run(run: Mapping[str, Any], *, indent: str = "") -> str:
+def describe_pattern_run(run: Mapping[str, Any], *, indent: str = "", figures: bool = True) -> str:
     """A pattern's metrics as a person reads them: one summary line, then a line per figure.
 
     Args:
         run: A `PatternRun` as a reply carries it (``reply.meta["pattern"]``).
         indent: Put before every line.
+        figures: Add a line per figure (leave them out to show them your own way).
     """
     cost = "unknown" if run["cost_usd"] is None else f"${run['cost_usd']:.6f}"
     lines = [
         f"{indent}pattern metrics: {run['duration_ms']:.1f} ms, {run['calls']} agent calls, "
         f"{run['input_tokens']} tokens in, {run['output_tokens']} out, cost {cost}"
     ]
-    lines += [f"{indent}  {name}: {value}" for name, value in run["figures"].items()]
+    if figures:
+        lines += [f"{indent}  {name}: {value}" for name, value in run["figures"].items()]
     return "\n".join(lines)
