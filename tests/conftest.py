@@ -12,6 +12,7 @@ import pytest
 
 from mesh.bus import Bus, open_bus
 from mesh.llm.registry import OFFLINE_VARIABLE
+from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
 from mesh.server import NatsServerProcess
 
 
@@ -55,6 +56,15 @@ def nats_server() -> Iterator[NatsServerProcess]:
 @pytest.fixture
 def nats_url(nats_server: NatsServerProcess) -> str:
     return nats_server.url
+
+
+@pytest.fixture(params=["memory", "nats"])
+def runtime(request: pytest.FixtureRequest) -> Runtime:
+    """A runtime (not started) on the in-memory bus and on a real NATS server: agent code
+    registered on it runs unchanged on both. Modules needing other options define their own."""
+    if request.param == "memory":
+        return LocalRuntime()
+    return DistributedRuntime(request.getfixturevalue("nats_url"))
 
 
 @pytest.fixture(params=["memory", "nats"])

@@ -38,16 +38,9 @@ from mesh.config import ConfigError, ConfigProblem, load_config
 from mesh.envelope import ErrorInfo, Reply, Usage
 from mesh.llm.scripted import ScriptedModel, ScriptedReply
 from mesh.llm.types import ChatMessage, ModelRequest
-from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
+from mesh.runtime import Runtime
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["memory", "nats"])
-def runtime(request: pytest.FixtureRequest) -> Runtime:
-    if request.param == "memory":
-        return LocalRuntime()
-    return DistributedRuntime(request.getfixturevalue("nats_url"))
 
 
 async def run(runtime: Runtime, agent: Agent[Any], input: Any, *models: ScriptedModel) -> Reply:

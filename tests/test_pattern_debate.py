@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from mesh.agent import Agent
 from mesh.envelope import ErrorInfo, Reply
-from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
+from mesh.runtime import DistributedRuntime, Runtime
 from patterns.debate import DebateConfig, DebatePattern, normalise
 from tests.nodes import run_node
 from tests.pattern_agents_debate import Meeting, debater, judge
@@ -24,13 +24,6 @@ pytestmark = pytest.mark.anyio
 
 TOPIC = "Should the library open on Sundays?"
 CASE = {"winner": "pro", "reasoning": "pro answered every objection"}
-
-
-@pytest.fixture(params=["memory", "nats"])
-def runtime(request: pytest.FixtureRequest) -> Runtime:
-    if request.param == "memory":
-        return LocalRuntime()
-    return DistributedRuntime(request.getfixturevalue("nats_url"))
 
 
 def debate(**settings: Any) -> DebatePattern:

@@ -18,19 +18,12 @@ from agents.llm import LLMAgent, LLMAgentConfig
 from mesh.agent import Agent
 from mesh.envelope import ErrorInfo, Reply
 from mesh.llm.scripted import ScriptedModel, ScriptedReply
-from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
+from mesh.runtime import DistributedRuntime, Runtime
 from patterns.ensemble import EnsembleConfig, EnsemblePattern
 from tests.nodes import run_node
 from tests.pattern_agents_ensemble import SureAgent, SureConfig, fixed
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["memory", "nats"])
-def runtime(request: pytest.FixtureRequest) -> Runtime:
-    if request.param == "memory":
-        return LocalRuntime()
-    return DistributedRuntime(request.getfixturevalue("nats_url"))
 
 
 def ensemble(**settings: Any) -> EnsemblePattern:

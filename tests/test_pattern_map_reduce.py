@@ -18,7 +18,7 @@ from agents.aggregator import AggregatorAgent
 from examples import map_reduce as map_reduce_example
 from mesh.agent import Agent
 from mesh.envelope import ErrorInfo, Reply
-from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
+from mesh.runtime import DistributedRuntime, Runtime
 from patterns._chunks import split_text
 from patterns.map_reduce import MapReduceConfig, MapReducePattern
 from tests.nodes import run_node
@@ -31,13 +31,6 @@ from tests.pattern_agents_map_reduce import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["memory", "nats"])
-def runtime(request: pytest.FixtureRequest) -> Runtime:
-    if request.param == "memory":
-        return LocalRuntime()
-    return DistributedRuntime(request.getfixturevalue("nats_url"))
 
 
 def map_reduce(**settings: Any) -> MapReducePattern:

@@ -17,19 +17,12 @@ from agents.planner import PlannerAgent, PlannerConfig
 from mesh.agent import Agent
 from mesh.envelope import ErrorInfo, Reply
 from mesh.llm.scripted import ScriptedModel, ScriptedReply
-from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
+from mesh.runtime import DistributedRuntime, Runtime
 from patterns.plan_execute import PlanExecuteConfig, PlanExecutePattern
 from tests.nodes import run_node
 from tests.pattern_agents_plan_execute import MeetAgent, WorkerAgent, WorkerConfig
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["memory", "nats"])
-def runtime(request: pytest.FixtureRequest) -> Runtime:
-    if request.param == "memory":
-        return LocalRuntime()
-    return DistributedRuntime(request.getfixturevalue("nats_url"))
 
 
 def step(id: str, description: str, agent: str | None, *deps: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from agents.echo import EchoAgent
 from mesh.bus import Message
 from mesh.config import ConfigError, load_config
 from mesh.errors import BadSchemaError, DeadlineExceededError, ProviderError
-from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
+from mesh.runtime import DistributedRuntime, Runtime
 from mesh.subjects import TELEMETRY_LLM, TELEMETRY_PATTERN
 from mesh.telemetry import PatternRun
 from patterns.sequential import SequentialConfig, SequentialPattern
@@ -25,13 +25,6 @@ from tests.pattern_agents_sequential import AppendAgent, AppendConfig, BreakAgen
 from tests.support import CallLog, PatientAgent
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["memory", "nats"])
-def runtime(request: pytest.FixtureRequest) -> Runtime:
-    if request.param == "memory":
-        return LocalRuntime()
-    return DistributedRuntime(request.getfixturevalue("nats_url"))
 
 
 def pipeline(*steps: Any, on_error: str = "stop", name: str = "pipeline") -> SequentialPattern:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from mesh.bus import Message
 from mesh.codec import decode
 from mesh.envelope import ErrorInfo, Reply
-from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
+from mesh.runtime import DistributedRuntime, Runtime
 from mesh.subjects import TELEMETRY_PATTERN
 from mesh.telemetry import PatternRun
 from patterns.swarm import SwarmConfig, SwarmPattern, handoff
@@ -23,13 +23,6 @@ from tests.nodes import run_node
 from tests.pattern_agents_swarm import Malformed, Member, MemberConfig, Overloaded
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["memory", "nats"])
-def runtime(request: pytest.FixtureRequest) -> Runtime:
-    if request.param == "memory":
-        return LocalRuntime()
-    return DistributedRuntime(request.getfixturevalue("nats_url"))
 
 
 def swarm(*members: str, **settings: Any) -> SwarmPattern:
