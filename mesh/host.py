@@ -31,7 +31,8 @@ from mesh.errors import (
 from mesh.errors import (
     CancelledError as TaskCancelledError,
 )
-from mesh.subjects import queue_group, task_subject
+from mesh.subjects import TELEMETRY_TASK, queue_group, task_subject
+from mesh.telemetry import TaskRecord
 
 if TYPE_CHECKING:
     from mesh.agent import Agent
@@ -147,8 +148,9 @@ class AgentHost:
 
     async def _on_message(self, message: Message) -> None:
         # Runs in the subscription's delivery task: only wait for a slot, never for the agent.
+        arrived = time.perf_counter_ns()
         await self._slots.acquire()
-        task = asyncio.create_task(self._handle(message))
+        task = asyncio.create_task(self._handle(message, arrived))
         self._tasks.add(task)
         self._idle.clear()
         task.add_done_callback(self._done)
@@ -159,13 +161,24 @@ class AgentHost:
         if not self._tasks:
             self._idle.set()
 
-    async def _handle(self, message: Message) -> None:
+    async def _handle(self, message: Message, arrived: int) -> None:
         started = time.perf_counter_ns()
         try:
             reply, encoding = await self._answer(message)
             if message.reply:
                 await self._respond(message.reply, reply, encoding)
-            self._count(reply, time.perf_counter_ns() - started)
+            elapsed = time.perf_counter_ns() - started
+            self._count(reply, elapsed)
+            record = TaskRecord(
+                agent=self.agent.name,
+                instance=self._runtime.instance,
+                task_id=reply.id,
+                correlation_id=reply.correlation_id,
+                outcome="ok" if reply.error is None else reply.error.code,
+                duration_ms=elapsed / 1e6,
+                queue_ms=(started - arrived) / 1e6,
+            )
+            await self._runtime.publish_telemetry(TELEMETRY_TASK, record)
         except Exception:  # noqa: BLE001 - a failed reply must not take the host down
             _log.exception("agent %r: could not answer a task", self.agent.name)
 

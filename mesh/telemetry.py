@@ -1,4 +1,5 @@
-"""Telemetry records coordinators publish about themselves (``mesh.telemetry.pattern``).
+"""Telemetry records: hosts publish one `TaskRecord` per task handled (``mesh.telemetry.task``),
+coordinators one `PatternRun` per execution (``mesh.telemetry.pattern``).
 
 Model calls have their own record, `mesh.llm.instrument.LLMCall`, on ``mesh.telemetry.llm``.
 """
@@ -11,7 +12,29 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["PatternRun", "describe_pattern_run"]
+__all__ = ["PatternRun", "TaskRecord", "describe_pattern_run"]
+
+
+class TaskRecord(BaseModel):
+    """One task a host handled: who, how it ended, how long it waited and ran."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    agent: str
+    """The agent that handled it."""
+    instance: str
+    """The runtime (process) that hosts it."""
+    task_id: str
+    """The task's id (empty for a message that was not a task)."""
+    correlation_id: str | None = None
+    outcome: str = "ok"
+    """``ok``, or the error code of the reply."""
+    duration_ms: float
+    """From decoding the task to its reply being ready."""
+    queue_ms: float = 0.0
+    """Waiting for a free slot (``max_concurrency``) before it started."""
+    time: float = Field(default_factory=time.time)
+    """When it ended, Unix time in seconds."""
 
 
 class PatternRun(BaseModel):
