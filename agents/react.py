@@ -15,13 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import to_jsonable_python
 
 from agents._model import DEFAULT_MODEL, ModelName, parse_input
-from agents.tools import Tool, ToolArgumentsError, import_tool, resolve_tools
+from agents.tools import Tool, ToolArgumentsError, resolve_tools, tool_of
 from mesh.agent import Agent
 from mesh.context import Context
 from mesh.envelope import Task
 from mesh.errors import AgentError
 from mesh.llm.types import ChatMessage, ToolCall
-from mesh.subjects import validate_agent_name
+from mesh.refs import AgentRef, Piece
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "ReactAgent", "ReactConfig", "ReactInput"]
 
@@ -42,9 +42,10 @@ class ReactConfig(BaseModel):
     """The model to ask, ``provider:model``."""
     system: str = DEFAULT_SYSTEM_PROMPT
     """The system prompt."""
-    tools: tuple[str, ...] = ()
-    """Python functions offered as tools, as ``"package.module:function"``."""
-    agent_tools: dict[str, str] = Field(default_factory=dict)
+    tools: tuple[Piece, ...] = ()
+    """Python functions offered as tools: pieces registered in code (`mesh.refs.Pieces`), or
+    ``"package.module:function"``; in code, functions or `Tool` objects."""
+    agent_tools: dict[AgentRef, str] = Field(default_factory=dict)
     """Agents of the mesh offered as tools, by name, with what each does (the model reads it)."""
     max_steps: int = Field(default=8, ge=1)
     """Most model calls for one task; past it the task fails with ``agent_error``."""
@@ -55,17 +56,10 @@ class ReactConfig(BaseModel):
 
     @field_validator("tools")
     @classmethod
-    def _tools_import(cls, tools: tuple[str, ...]) -> tuple[str, ...]:
-        for reference in tools:
-            import_tool(reference)
+    def _tools_are_tools(cls, tools: tuple[Piece, ...]) -> tuple[Piece, ...]:
+        for piece in tools:
+            tool_of(piece)
         return tools
-
-    @field_validator("agent_tools")
-    @classmethod
-    def _agents_are_names(cls, agent_tools: dict[str, str]) -> dict[str, str]:
-        for agent in agent_tools:
-            validate_agent_name(agent)
-        return agent_tools
 
 
 class ReactInput(BaseModel):

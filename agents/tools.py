@@ -10,7 +10,6 @@ A parameter annotated `Context` is not an argument: it receives the calling agen
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -24,13 +23,14 @@ from pydantic_core import core_schema
 
 from mesh.context import Context
 from mesh.llm.types import ToolSpec
+from mesh.refs import Piece
 
 __all__ = [
     "AgentTool",
     "Tool",
     "ToolArgumentsError",
-    "import_tool",
     "resolve_tools",
+    "tool_of",
 ]
 
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -174,29 +174,23 @@ class AgentTool(Tool):
         """The agent called."""
 
 
-def import_tool(reference: str) -> Tool:
-    """The tool a ``"package.module:function"`` reference names (a function or a `Tool`).
+def tool_of(piece: Piece) -> Tool:
+    """The tool a piece of settings names: a `Tool` as it is, a function made into one.
 
     Raises:
-        ValueError: The reference is malformed, does not import, or names something that is
-            neither a callable nor a `Tool`.
+        ValueError: It names something that is neither a function nor a `Tool`, or a
+            function that cannot be a tool (see `Tool`).
     """
-    module_name, _, attribute = reference.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"tool references are 'package.module:function', not {reference!r}")
-    try:
-        target = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot import tool {reference!r}: {exc}") from exc
+    target = piece.target
     if isinstance(target, Tool):
         return target
     if not callable(target) or isinstance(target, type):
-        raise ValueError(f"tool {reference!r} is not a function")
+        raise ValueError(f"tool {piece.ref!r} is not a function")
     return Tool(target)
 
 
 def resolve_tools(
-    tools: Iterable[str] = (),
+    tools: Iterable[Piece] = (),
     agent_tools: Mapping[str, str] | None = None,
     *,
     extra: Iterable[Tool] = (),
@@ -204,14 +198,14 @@ def resolve_tools(
     """The tools a config names, by tool name.
 
     Args:
-        tools: ``"package.module:function"`` references.
+        tools: Functions or tools named in settings (see `mesh.refs.Piece`).
         agent_tools: Agents to offer as tools, with the description the model sees.
         extra: Tools built in code.
 
     Raises:
         ValueError: A reference does not resolve, or two tools share a name.
     """
-    every = [import_tool(reference) for reference in tools]
+    every = [tool_of(piece) for piece in tools]
     every += [AgentTool(agent, text) for agent, text in (agent_tools or {}).items()]
     every += list(extra)
     by_name: dict[str, Tool] = {}

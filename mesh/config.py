@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -44,6 +45,7 @@ from mesh._config_sources import (
 from mesh.agent import Agent
 from mesh.errors import UnknownAgentError
 from mesh.llm.config import LLMConfig
+from mesh.refs import REFERENCES, Pieces, References
 from mesh.subjects import validate_agent_name
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "MeshConfig",
     "config_json_schema",
     "load_config",
+    "reference_cycles",
     "resolve_kind",
 ]
 
@@ -168,16 +171,45 @@ class AgentSpec(BaseModel):
         resolve_kind(kind)
         return kind
 
+    _config: BaseModel = PrivateAttr()
+    _references: tuple[str, ...] = PrivateAttr(default=())
+
     @model_validator(mode="after")
-    def _settings_fit_kind(self) -> AgentSpec:
+    def _settings_fit_kind(self, info: ValidationInfo) -> AgentSpec:
         # A ValidationError raised here keeps its locations, nested under this agent.
-        resolve_kind(self.kind).config_model.model_validate(self.settings)
+        self._config, self._references = _validate_settings(self.kind, self.settings, info.context)
         return self
 
     @property
     def settings(self) -> dict[str, Any]:
         """The keys beyond the common ones: settings for the kind's ``config_model``."""
         return dict(self.model_extra or {})
+
+    @property
+    def config(self) -> BaseModel:
+        """The settings, validated by the kind's ``config_model``."""
+        return self._config
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """The agents the settings name (that this agent calls), in order."""
+        return self._references
+
+
+def _validate_settings(
+    kind: str, settings: Mapping[str, Any], context: Any
+) -> tuple[BaseModel, tuple[str, ...]]:
+    """The kind's config from ``settings``, and the agents they name.
+
+    ``context`` may carry the `References` of the whole config (declared agents, pieces).
+    """
+    given = context.get(REFERENCES) if isinstance(context, dict) else None
+    own = References(
+        agents=given.agents if isinstance(given, References) else None,
+        pieces=given.pieces if isinstance(given, References) else None,
+    )
+    config = resolve_kind(kind).config_model.model_validate(settings, context={REFERENCES: own})
+    return config, tuple(own.found)
 
 
 def _check_entry(entry: str, agents: Iterable[str]) -> None:
@@ -224,12 +256,10 @@ class MeshConfig(BaseModel):
 
         Raises:
             UnknownAgentError: No agent of that name is declared.
-            ValueError: Its kind does not resolve (see `resolve_kind`).
-            pydantic.ValidationError: Its settings do not fit its kind's ``config_model``.
+            ValueError: The agent refuses its settings.
         """
         spec = self._spec(name)
-        cls = resolve_kind(spec.kind)
-        agent = cls(name=name, config=cls.config_model.model_validate(spec.settings))
+        agent = resolve_kind(spec.kind)(name=name, config=spec.config)
         if spec.description is not None:
             agent.description = spec.description
         return agent
@@ -298,6 +328,7 @@ def load_config(
     *,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    pieces: Pieces | None = None,
 ) -> MeshConfig:
     """Read, merge and validate the configuration.
 
@@ -306,13 +337,16 @@ def load_config(
         overrides: Nested values from CLI flags (``{"bus": {"url": ...}}``); they win over
             everything. Keys left out are not overridden.
         environ: Environment variables; defaults to ``os.environ``.
+        pieces: Code the settings may name (merge and routing functions, tools), by name.
 
     Returns:
         The validated config, with ``source`` set to ``path``.
 
     Raises:
-        ConfigError: The file is missing or not YAML, or the merged values are invalid; it
-            lists every problem, each with its file and line or its variable.
+        ConfigError: The file is missing or not YAML, the merged values are invalid, a
+            setting names an agent that is not declared or a piece that is not registered,
+            or agents name each other in a cycle; it lists every problem, each with its file
+            and line or its variable.
     """
     environ = os.environ if environ is None else environ
     env_source = _EnvSource(environ)
@@ -338,10 +372,22 @@ def load_config(
     if "source" in merged:  # a field of the model, but only this function sets it
         problems.append(_problem(("source",), _MESSAGES["extra_forbidden"], origins))
         del merged["source"]
+    agents = merged.get("agents")
+    declared = [str(name) for name in agents] if isinstance(agents, Mapping) else []
+    context = {REFERENCES: References(agents=declared, pieces=pieces)}
     try:
-        config = MeshConfig.model_validate(merged)
+        config = MeshConfig.model_validate(merged, context=context)
     except ValidationError as exc:
-        problems += _validation_problems(exc, merged, origins)
+        problems += _validation_problems(exc, merged, origins, context)
+    else:
+        problems += [
+            _problem(
+                ("agents", cycle[0]),
+                f"agents call each other in a cycle: {' -> '.join(cycle)}",
+                origins,
+            )
+            for cycle in reference_cycles(config)
+        ]
     if problems:
         raise ConfigError(problems)
     return config.model_copy(update={"source": None if path is None else str(path)})
@@ -350,17 +396,91 @@ def load_config(
 def config_json_schema() -> dict[str, Any]:
     """Return the JSON Schema of the configuration file (for editors and tooling).
 
+    An agent is one of the built-in kinds, each with its own settings beside the common
+    keys, or a ``package.module:Class`` kind whose settings the schema cannot know. The
+    published copy is ``config/mesh.schema.json`` (``mesh schema`` prints it).
+
     Returns:
-        ``MeshConfig.model_json_schema()``.
+        The schema, a JSON document.
     """
-    return MeshConfig.model_json_schema()
+    schema = MeshConfig.model_json_schema()
+    definitions: dict[str, Any] = schema["$defs"]
+    common = definitions["AgentSpec"]["properties"]
+    variants = []
+    for kind in BUILTIN_KINDS:
+        settings = resolve_kind(kind).config_model.model_json_schema()
+        for name, definition in settings.pop("$defs", {}).items():
+            if definitions.setdefault(name, definition) != definition:
+                raise RuntimeError(f"two settings models are named {name!r}")  # pragma: no cover
+        variants.append(
+            {
+                "title": kind,
+                "description": settings.get("description", ""),
+                "type": "object",
+                "properties": {
+                    **settings.get("properties", {}),
+                    **common,
+                    "kind": {"const": kind, "description": common["kind"].get("description")},
+                },
+                "required": ["kind", *settings.get("required", [])],
+                "additionalProperties": False,
+            }
+        )
+    custom = {**common["kind"], "pattern": r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"}
+    variants.append(
+        {
+            "title": "package.module:Class",
+            "type": "object",
+            "properties": {**common, "kind": custom},
+            "required": ["kind"],
+            "additionalProperties": True,
+        }
+    )
+    definitions["AgentSpec"] = {
+        "description": definitions["AgentSpec"].get("description"),
+        "oneOf": variants,
+    }
+    return schema
 
 
 _MESSAGES = {"extra_forbidden": "unknown key", "missing": "required key is missing"}
 
 
+def reference_cycles(config: MeshConfig) -> list[list[str]]:
+    """Each cycle of agents that name each other in their settings (``a -> b -> a``).
+
+    A cycle would call round until the call-depth limit; it is listed once, from the first
+    of its agents in declaration order, ending where it began.
+    """
+    order = list(config.agents)
+    cycles: list[list[str]] = []
+    seen: set[frozenset[str]] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        for callee in config.agents[name].references if name in config.agents else ():
+            if callee in path:
+                cycle = path[path.index(callee) :]
+                if frozenset(cycle) not in seen:
+                    seen.add(frozenset(cycle))
+                    start = min(cycle, key=order.index)
+                    turned = cycle[cycle.index(start) :] + cycle[: cycle.index(start)]
+                    cycles.append([*turned, start])
+            elif callee not in done:
+                visit(callee, [*path, callee])
+        done.add(name)
+
+    done: set[str] = set()
+    for name in order:
+        if name not in done:
+            visit(name, [name])
+    return cycles
+
+
 def _validation_problems(
-    exc: ValidationError, merged: Mapping[str, Any], origins: Mapping[Loc, _Where]
+    exc: ValidationError,
+    merged: Mapping[str, Any],
+    origins: Mapping[Loc, _Where],
+    context: dict[str, Any],
 ) -> list[ConfigProblem]:
     """Every error of ``exc``, then the checks pydantic skipped because of them.
 
@@ -376,7 +496,7 @@ def _validation_problems(
             continue
         settings = {key: value for key, value in raw.items() if key not in AgentSpec.model_fields}
         try:
-            resolve_kind(str(raw["kind"])).config_model.model_validate(settings)
+            _validate_settings(str(raw["kind"]), settings, context)
         except ValidationError as settings_exc:
             problems += _error_problems(settings_exc, ("agents", str(name)), origins)
     entry = merged.get("entry")
@@ -392,8 +512,15 @@ def _error_problems(
     exc: ValidationError, prefix: Loc, origins: Mapping[Loc, _Where]
 ) -> list[ConfigProblem]:
     problems = []
-    for error in exc.errors():
+    errors = exc.errors()
+    for error in errors:
         loc = prefix + tuple(str(part) for part in error["loc"] if part != "[key]")
+        if error["type"] == "too_short" and any(
+            len(other["loc"]) > len(error["loc"])
+            and other["loc"][: len(error["loc"])] == error["loc"]
+            for other in errors
+        ):
+            continue  # a list whose items failed is not also "too short"
         if error["type"] == "value_error":
             message = str(error.get("ctx", {}).get("error", error["msg"]))
         else:

@@ -28,9 +28,9 @@ import json
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents._model import parse_input
 from mesh.agent import Agent
@@ -43,14 +43,13 @@ from mesh.errors import (
     MeshError,
     error_class,
 )
-from mesh.subjects import validate_agent_name
+from mesh.refs import AgentCall, AgentRef
 from patterns._callee import output_of, parse_output
 from patterns._fanout import Branch, fan_out
 from patterns._metrics import measured
 
 __all__ = ["DebateConfig", "DebatePattern", "Debater", "JudgeVerdict", "normalise"]
 
-AgentName = Annotated[str, AfterValidator(validate_agent_name)]
 DecidedBy = Literal["judge", "agreement", "concession"]
 
 
@@ -64,20 +63,14 @@ class _Ending:
     reasoning: str
 
 
-class Debater(BaseModel):
-    """One debater: an agent's name, or ``{"agent", "position"?}``."""
+class Debater(AgentCall):
+    """One debater: an agent's name, or ``{"agent", "position"?}``; the agent names the
+    debater in the transcript."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    agent: AgentName
-    """The agent that argues (it names the debater in the transcript)."""
     position: str | None = None
     """The position it defends, sent with every round; ``None``: its own choice."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare_name(cls, data: Any) -> Any:
-        return {"agent": data} if isinstance(data, str) else data
 
 
 class DebateConfig(BaseModel):
@@ -87,7 +80,7 @@ class DebateConfig(BaseModel):
 
     debaters: tuple[Debater, ...] = Field(min_length=2)
     """The debaters (two or more, each agent once): names, or ``{"agent", "position"?}``."""
-    judge: AgentName | None = None
+    judge: AgentRef | None = None
     """The agent that decides a debate that did not converge; ``None``: such a debate fails
     with ``insufficient_agreement``."""
     max_rounds: int = Field(default=3, ge=1, le=50)

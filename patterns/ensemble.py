@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agents._voting import MAX_WEIGHT, Ballot, Outcome, normalise, tally, vote
 from mesh.agent import Agent
@@ -48,7 +48,7 @@ from mesh.errors import (
     MeshError,
     error_class,
 )
-from mesh.subjects import validate_agent_name
+from mesh.refs import AgentRef
 from patterns._callee import output_of
 from patterns._fanout import Branch, FanOut, fan_out
 from patterns._metrics import measured
@@ -77,7 +77,7 @@ class EnsembleConfig(BaseModel):
     twice (unnamed repeats are numbered ``agent#1``, ``agent#2``)."""
     method: EnsembleMethod = "majority"
     """How answers are combined; setting ``judge`` alone implies ``judge``."""
-    judge: str | None = None
+    judge: AgentRef | None = None
     """The agent that picks the answer under ``judge``."""
     min_agreement: float = Field(default=0.0, ge=0, le=1)
     """Agreement the result needs; below it the run fails (``insufficient_agreement``)."""
@@ -94,11 +94,6 @@ class EnsembleConfig(BaseModel):
         if isinstance(data, dict) and data.get("judge") is not None and "method" not in data:
             return {**data, "method": "judge"}
         return data
-
-    @field_validator("judge")
-    @classmethod
-    def _judge_name(cls, name: str | None) -> str | None:
-        return None if name is None else validate_agent_name(name)
 
     @model_validator(mode="after")
     def _consistent(self) -> EnsembleConfig:

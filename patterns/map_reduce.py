@@ -26,13 +26,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mesh.agent import Agent
 from mesh.context import Context
 from mesh.envelope import Task
 from mesh.errors import AgentError, BadSchemaError, MeshError, error_class
-from mesh.subjects import validate_agent_name
+from mesh.refs import AgentRef
 from patterns._chunks import split_text
 from patterns._fanout import Branch, BranchResult, FanOut, fan_out
 from patterns._metrics import measured
@@ -45,9 +45,9 @@ class MapReduceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    mapper: str
+    mapper: AgentRef
     """The agent each piece is sent to."""
-    reducer: str
+    reducer: AgentRef
     """The agent that merges mapped results, e.g. the built-in ``aggregator``."""
     reduce_input: Literal["answers", "list"] = "answers"
     """How a group is given to the reducer: ``{"answers": [...]}`` (the aggregator's input)
@@ -67,11 +67,6 @@ class MapReduceConfig(BaseModel):
     on_map_error: Literal["fail", "skip"] = "fail"
     """When a piece's map fails: fail the run with its error, or leave the piece out of the
     reduce and record it in the output's ``failed``."""
-
-    @field_validator("mapper", "reducer")
-    @classmethod
-    def _agent_name(cls, name: str) -> str:
-        return validate_agent_name(name)
 
     @model_validator(mode="after")
     def _overlap_below_chunk_size(self) -> MapReduceConfig:

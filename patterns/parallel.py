@@ -32,14 +32,14 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents._voting import Ballot, VotingMethod, vote
 from mesh.agent import Agent
 from mesh.context import Context
 from mesh.envelope import Task
 from mesh.errors import BadSchemaError, InsufficientAgreementError
-from mesh.subjects import validate_agent_name
+from mesh.refs import AgentCall, AgentRef, Piece
 from patterns._callee import output_of, parse_output
 from patterns._fanout import Branch, FanOut, fan_out
 from patterns._metrics import measured
@@ -50,26 +50,15 @@ AggregateFunction = Callable[[dict[str, Any]], Any]
 """Merges the successful outputs, given by branch name in branch order; may be async."""
 
 
-class BranchSpec(BaseModel):
+class BranchSpec(AgentCall):
     """One branch: an agent's name, or ``{"agent", "name"?}``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    agent: str
-    """The agent the branch calls (several branches may call the same one)."""
     name: str | None = Field(default=None, min_length=1)
     """Names the branch in the output and figures; default: the agent's name, numbered
-    (``agent#1``, ``agent#2``) when several unnamed branches call it."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare_name(cls, data: Any) -> Any:
-        return {"agent": data} if isinstance(data, str) else data
-
-    @field_validator("agent")
-    @classmethod
-    def _agent_name(cls, name: str) -> str:
-        return validate_agent_name(name)
+    (``agent#1``, ``agent#2``) when several unnamed branches call it (several branches may
+    call the same agent)."""
 
 
 def branch_names(branches: Sequence[BranchSpec]) -> tuple[str, ...]:
@@ -109,16 +98,20 @@ class ParallelConfig(BaseModel):
     """Fail the whole run at the first branch failure (the others are cancelled)."""
     max_concurrency: int | None = Field(default=None, ge=1)
     """Most branches in flight at once; ``None``: all of them."""
-    aggregate: Literal["map", "concatenate", "first", "vote"] = "map"
+    aggregate: Literal["map", "concatenate", "first", "vote"] | Piece = Field(
+        default="map", union_mode="left_to_right"
+    )
     """How the successful outputs are merged: ``{branch name: output}``; the texts joined by
-    ``separator`` in branch order; the first to arrive; or a vote on them."""
+    ``separator`` in branch order; the first to arrive; a vote on them; or a function (see
+    `AggregateFunction`): a piece registered in code (`mesh.refs.Pieces`),
+    ``package.module:function``, or in code the function itself."""
     separator: str = "\n\n"
     """What ``concatenate`` puts between outputs (non-text outputs are written as JSON)."""
     vote_method: VotingMethod = "majority"
     """How ``vote`` counts (see `agents._voting`): outputs are texts or ``{"answer", ...}``."""
     min_agreement: float = Field(default=0.0, ge=0, le=1)
     """Share of the votes the winner needs; below it the run fails (``insufficient_agreement``)."""
-    aggregator: str | None = None
+    aggregator: AgentRef | None = None
     """An agent that merges the outputs instead (called with ``{"answers": [...]}`` in branch
     order, its output is the result), e.g. the built-in ``aggregator``."""
 
@@ -128,11 +121,6 @@ class ParallelConfig(BaseModel):
         if isinstance(data, dict) and data.get("quorum") is not None and "mode" not in data:
             return {**data, "mode": "quorum"}
         return data
-
-    @field_validator("aggregator")
-    @classmethod
-    def _aggregator_name(cls, name: str | None) -> str | None:
-        return None if name is None else validate_agent_name(name)
 
     @model_validator(mode="after")
     def _consistent(self) -> ParallelConfig:
@@ -148,7 +136,9 @@ class ParallelConfig(BaseModel):
         elif self.quorum is not None:
             raise ValueError(f"`quorum` is only for mode 'quorum', not {self.mode!r}")
         if self.aggregator is not None and "aggregate" in self.model_fields_set:
-            raise ValueError("set `aggregate` (a built-in strategy) or `aggregator`, not both")
+            raise ValueError("set `aggregate` (a strategy or function) or `aggregator`, not both")
+        if isinstance(self.aggregate, Piece) and not callable(self.aggregate.target):
+            raise ValueError(f"aggregate {self.aggregate.ref!r} is not a function")
         return self
 
 
@@ -172,11 +162,8 @@ class ParallelPattern(Agent[ParallelConfig]):
     Args:
         name: The name it is called by.
         config: Its settings.
-        aggregate: Merges the outputs instead of ``config.aggregate`` (see
-            `AggregateFunction`).
 
     Raises:
-        ValueError: ``aggregate`` is given and the config names an ``aggregator`` too.
         BadSchemaError: ``per_branch`` inputs that do not match the branches.
         MeshError: Too few branches succeeded: ``"all 4 branches failed"`` or ``"quorum not
             reached"``, with each failure in the message and the output's report in
@@ -195,12 +182,8 @@ class ParallelPattern(Agent[ParallelConfig]):
         *,
         name: str | None = None,
         config: ParallelConfig | None = None,
-        aggregate: AggregateFunction | None = None,
     ) -> None:
         super().__init__(name=name, config=config)
-        if aggregate is not None and self.config.aggregator is not None:
-            raise ValueError("give an aggregate function or configure an aggregator, not both")
-        self._aggregate = aggregate
         self._names = branch_names(self.config.branches)
 
     async def execute(self, task: Task, ctx: Context) -> dict[str, Any]:
@@ -258,8 +241,8 @@ class ParallelPattern(Agent[ParallelConfig]):
     async def _merge(self, fan: FanOut, ctx: Context) -> Any:
         outputs = {result.branch.name: result.output for result in fan.having("ok")}
         config = self.config
-        if self._aggregate is not None:
-            merged = self._aggregate(outputs)
+        if isinstance(config.aggregate, Piece):
+            merged = config.aggregate.target(outputs)
             return await merged if inspect.isawaitable(merged) else merged
         if config.aggregator is not None:
             reply = await ctx.request(config.aggregator, {"answers": list(outputs.values())})

@@ -27,24 +27,22 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 import anyio.abc
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.planner import Plan, PlannerInput, Step
 from mesh.agent import Agent
 from mesh.context import Context
 from mesh.envelope import ErrorInfo, Task
 from mesh.errors import BadSchemaError, BudgetExceededError, UnknownAgentError, error_class
-from mesh.subjects import validate_agent_name
+from mesh.refs import AgentRef
 from patterns._callee import output_of, parse_output
 from patterns._metrics import measured
 
 __all__ = ["PlanExecuteConfig", "PlanExecutePattern"]
-
-AgentName = Annotated[str, AfterValidator(validate_agent_name)]
 
 
 class PlanExecuteConfig(BaseModel):
@@ -52,11 +50,11 @@ class PlanExecuteConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    planner: AgentName = "planner"
+    planner: AgentRef = Field(default="planner", validate_default=True)
     """The agent that plans: given ``{"goal", "context"?}``, it answers ``{"steps": [...]}``."""
-    agents: tuple[AgentName, ...] = Field(min_length=1)
+    agents: tuple[AgentRef, ...] = Field(min_length=1)
     """The agents steps may name; a plan naming another is refused before any step runs."""
-    default_agent: AgentName | None = None
+    default_agent: AgentRef | None = None
     """Does the steps whose agent is null; ``None``: such a plan is refused."""
     max_concurrency: int | None = Field(default=None, ge=1)
     """Most steps in flight at once; ``None``: every step that is ready."""

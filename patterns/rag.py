@@ -25,7 +25,7 @@ from mesh.agent import Agent
 from mesh.context import Context
 from mesh.envelope import Task
 from mesh.errors import InvalidOutputError, MeshError
-from mesh.subjects import validate_agent_name
+from mesh.refs import AgentRef
 from patterns._callee import failure, output_of, parse_output, rebuilt, text_of
 from patterns._metrics import measured
 
@@ -55,7 +55,7 @@ class RagConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    retriever: str = "retriever"
+    retriever: AgentRef = Field(default="retriever", validate_default=True)
     """The agent that searches (the built-in ``retriever``, or one with its contract)."""
     k: int = Field(default=4, ge=1)
     """Passages put in the prompt, unless the task says."""
@@ -65,13 +65,13 @@ class RagConfig(BaseModel):
     min_score: float | None = None
     """Drop retrieved passages scoring below this (the retriever's score; cosine for the
     built-in one)."""
-    reranker: str | None = None
+    reranker: AgentRef | None = None
     """An agent that reorders the candidates: ``{"query", "passages": [{"id", "text",
     "score", "metadata"}]}`` in, ``{"passages": [{"id", "score"}, ...]}`` out, best first
     (candidates it leaves out are dropped)."""
     model: ModelName = DEFAULT_MODEL
     """The model that answers (and writes query variants), ``provider:model``."""
-    answerer: str | None = None
+    answerer: AgentRef | None = None
     """An agent that answers instead of ``model``: it gets ``{"input": <the prompt>,
     "query", "passages"}`` (so the built-in ``llm`` works as it is) and answers text."""
     system: str | None = "You answer questions accurately and briefly."
@@ -86,11 +86,6 @@ class RagConfig(BaseModel):
     """With no passage left: answer the question alone, or reply ``not_found``."""
     not_found: str = "I found nothing about that in the documents I can search."
     """The answer when nothing is found and ``on_empty`` is ``say_not_found``."""
-
-    @field_validator("retriever", "reranker", "answerer")
-    @classmethod
-    def _agent_name(cls, name: str | None) -> str | None:
-        return None if name is None else validate_agent_name(name)
 
     @field_validator("prompt")
     @classmethod

@@ -23,7 +23,7 @@ from agents.llm import template_fields
 from mesh.agent import Agent
 from mesh.context import Context
 from mesh.envelope import Task
-from mesh.subjects import validate_agent_name
+from mesh.refs import AgentRef
 from patterns._callee import output_of, parse_output, text_of
 from patterns._metrics import measured
 
@@ -53,9 +53,9 @@ class ReflectionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    generator: str = "llm"
+    generator: AgentRef = Field(default="llm", validate_default=True)
     """The agent that writes and revises (text in, text out; e.g. the built-in ``llm``)."""
-    critic: str = "critic"
+    critic: AgentRef = Field(default="critic", validate_default=True)
     """The agent that scores (the built-in ``critic``, or one with the same contract:
     ``{"answer", "task", "criteria"?}`` in, ``{"score": 0..1, "feedback"}`` out)."""
     threshold: float = Field(default=0.8, ge=0, le=1)
@@ -70,11 +70,6 @@ class ReflectionConfig(BaseModel):
     """What the generator gets to revise: a ``str.format`` template of ``{task}``,
     ``{answer}`` (the previous one), ``{feedback}``, ``{score}`` and ``{iteration}`` (the
     one being revised, from 1)."""
-
-    @field_validator("generator", "critic")
-    @classmethod
-    def _agent_name(cls, name: str) -> str:
-        return validate_agent_name(name)
 
     @field_validator("revise_prompt")
     @classmethod

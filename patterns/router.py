@@ -1,7 +1,8 @@
 """`router`: label the input, then hand the task to the agent mapped to that label.
 
 The label comes from the first of these that gives one: the rule table (regular expressions,
-first match wins), a Python function passed in code, the classifier agent. Labels are
+first match wins), a Python function (``labeller``: a piece registered in code, see
+`mesh.refs.Pieces`, or ``package.module:function``), the classifier agent. Labels are
 normalised (lower case, runs of whitespace as one space, trimmed) before they are looked up
 in ``routes``; a label with no route goes to the ``default`` agent, and with no default the
 task fails with ``no_route``.
@@ -38,16 +39,16 @@ import inspect
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agents.classifier import normalise_category
 from mesh.agent import Agent
 from mesh.context import Context
 from mesh.envelope import ZERO_USAGE, Task, Usage
 from mesh.errors import BadSchemaError, InvalidOutputError, NoRouteError
-from mesh.subjects import validate_agent_name
+from mesh.refs import AgentRef, Piece
 from patterns._callee import output_of
 from patterns._metrics import measured
 
@@ -56,8 +57,6 @@ __all__ = ["Labeller", "RouteRule", "RouterConfig", "RouterPattern"]
 Labeller = Callable[[Any], str | Awaitable[str | None] | None]
 """A function (plain or async) given the task's input, returning its label, or ``None`` to
 leave the input to the classifier (or to the default route)."""
-
-AgentName = Annotated[str, AfterValidator(validate_agent_name)]
 
 
 class RouteRule(BaseModel):
@@ -91,17 +90,21 @@ class RouterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    routes: dict[str, AgentName] = Field(min_length=1)
+    routes: dict[str, AgentRef] = Field(min_length=1)
     """The agent each label goes to; labels are normalised (``" Billing  Issue"`` is
     ``"billing issue"``), so each must differ from the others after that."""
-    default: AgentName | None = None
+    default: AgentRef | None = None
     """The agent for a label with no route (or no label at all); ``None`` fails such a task
     with ``no_route``."""
-    classifier: AgentName | None = None
+    classifier: AgentRef | None = None
     """The agent that labels what the rules and the function leave unlabelled: the built-in
     ``classifier``, or any agent answering a label as text or ``{"category": label}``."""
     rules: tuple[RouteRule, ...] = ()
     """Tried first, in order: the first whose ``match`` is found in the input labels it."""
+    labeller: Piece | None = None
+    """A function labelling the input (see `Labeller`), tried after the rules and before the
+    classifier: a piece registered in code (`mesh.refs.Pieces`), ``package.module:function``,
+    or in code the function itself."""
 
     @field_validator("routes")
     @classmethod
@@ -112,8 +115,17 @@ class RouterConfig(BaseModel):
             raise ValueError(f"labels repeat after normalising case and spaces: {repeated}")
         return dict(zip(labels, routes.values(), strict=True))
 
+    @field_validator("labeller")
+    @classmethod
+    def _labeller_is_a_function(cls, labeller: Piece | None) -> Piece | None:
+        if labeller is not None and not callable(labeller.target):
+            raise ValueError(f"labeller {labeller.ref!r} is not a function")
+        return labeller
+
     @model_validator(mode="after")
     def _rules_have_routes(self) -> RouterConfig:
+        if self.labeller is None and self.classifier is None and not self.rules:
+            raise ValueError("nothing labels the input: set `classifier`, `rules` or `labeller`")
         if self.default is None:
             for index, rule in enumerate(self.rules):
                 if rule.label not in self.routes:
@@ -131,8 +143,6 @@ class RouterPattern(Agent[RouterConfig]):
     Args:
         name: The name it is called by.
         config: Its settings.
-        labeller: A function labelling the input (see `Labeller`), tried after the rules and
-            before the classifier.
 
     Input: anything the route agents take; the classifier and the function get it as it is.
     The rules need text: the input itself, or its ``"text"``.
@@ -148,8 +158,6 @@ class RouterPattern(Agent[RouterConfig]):
     two and ``classifier_cost_usd``.
 
     Raises:
-        ValueError: At construction: nothing can label the input (no classifier, no rules,
-            no function).
         BadSchemaError: The router has rules and the input is not text nor ``{"text": ...}``.
         NoRouteError: The label has no route and there is no default; ``details`` has
             ``label``, ``labelled_by`` and ``routes``.
@@ -168,15 +176,9 @@ class RouterPattern(Agent[RouterConfig]):
         *,
         name: str | None = None,
         config: RouterConfig | None = None,
-        labeller: Labeller | None = None,
     ) -> None:
         super().__init__(name=name, config=config)
-        if labeller is None and self.config.classifier is None and not self.config.rules:
-            raise ValueError(
-                f"router {self.name!r} has no way to label its input: set `classifier` or "
-                "`rules`, or pass `labeller=` in code"
-            )
-        self._labeller = labeller
+        self._labeller = None if self.config.labeller is None else self.config.labeller.target
         self._rules = [(re.compile(rule.match), rule.label) for rule in self.config.rules]
         self._spent: dict[str, tuple[float, int]] = {}  # cost and tokens, by route agent
 

@@ -24,15 +24,15 @@ In YAML::
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mesh.agent import Agent
 from mesh.context import Context
 from mesh.envelope import Reply, Task
 from mesh.errors import BadSchemaError
-from mesh.subjects import validate_agent_name
+from mesh.refs import AgentCall
 from patterns._callee import failure
 from patterns._metrics import measured
 from patterns._step_template import StepTemplate
@@ -43,13 +43,11 @@ OnError = Literal["stop", "continue"]
 """What a pipeline does when a step fails."""
 
 
-class SequentialStep(BaseModel):
+class SequentialStep(AgentCall):
     """One step of a pipeline; in YAML, a plain agent name is a step with no template."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    agent: Annotated[str, AfterValidator(validate_agent_name)]
-    """The agent that does the step."""
     input: Any = None
     """What the step is given: ``None`` for the previous step's output (the pipeline's input
     for the first step); or a template: text with ``{input}``, ``{previous}`` (in the first
@@ -61,11 +59,6 @@ class SequentialStep(BaseModel):
     timeout: float | None = Field(default=None, gt=0)
     """Seconds the step may take (never more than the pipeline has left); ``None`` for the
     callee's default."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _agent_name_alone(cls, data: Any) -> Any:
-        return {"agent": data} if isinstance(data, str) else data
 
 
 class SequentialConfig(BaseModel):

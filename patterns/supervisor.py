@@ -40,7 +40,7 @@ from mesh.agent import Agent
 from mesh.context import Context
 from mesh.envelope import Task
 from mesh.errors import InvalidOutputError
-from mesh.subjects import validate_agent_name
+from mesh.refs import AgentRef
 from patterns._callee import failure
 from patterns._conversation import ConversationInput, Turn, as_text, read_input
 from patterns._metrics import measured
@@ -100,7 +100,7 @@ class SupervisorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    workers: dict[str, str] = Field(min_length=1)
+    workers: dict[AgentRef, str] = Field(min_length=1)
     """The workers by name, each with a description of what it does (shown to the model; the
     words ``match`` compares). A list of names is taken too, with no descriptions."""
     strategy: Strategy = "model"
@@ -125,8 +125,6 @@ class SupervisorConfig(BaseModel):
     @field_validator("workers")
     @classmethod
     def _valid_names(cls, workers: dict[str, str]) -> dict[str, str]:
-        for name in workers:
-            validate_agent_name(name)
         if DONE in workers:
             raise ValueError(f"a worker may not be named {DONE!r}: the model says it to finish")
         return workers

@@ -26,7 +26,7 @@ from mesh.agent import Agent
 from mesh.context import Context
 from mesh.envelope import Task
 from mesh.errors import DepthExceededError, InvalidOutputError, UnknownAgentError
-from mesh.subjects import validate_agent_name
+from mesh.refs import AgentRef
 from patterns._callee import failure
 from patterns._conversation import ConversationInput, Turn, read_input
 from patterns._metrics import measured
@@ -50,7 +50,7 @@ class SwarmConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    members: tuple[str, ...] = Field(min_length=1)
+    members: tuple[AgentRef, ...] = Field(min_length=1)
     """The agents of the swarm, by name; a handoff may name only one of them."""
     entry: str | None = None
     """The member that gets the task first; ``None`` for the first member."""
@@ -61,8 +61,6 @@ class SwarmConfig(BaseModel):
     @field_validator("members")
     @classmethod
     def _distinct_names(cls, members: tuple[str, ...]) -> tuple[str, ...]:
-        for name in members:
-            validate_agent_name(name)
         repeated = sorted({name for name in members if members.count(name) > 1})
         if repeated:
             raise ValueError(f"members repeat: {repeated}")

@@ -37,6 +37,7 @@ from mesh.llm.pricing import Price
 from mesh.llm.registry import ModelRegistry
 from mesh.llm.scripted import ScriptedModel, ScriptedReply
 from mesh.llm.types import ChatMessage, ToolCall, ToolSpec
+from mesh.refs import Pieces
 from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
 
 pytestmark = pytest.mark.anyio
@@ -205,13 +206,17 @@ def test_agent_tool_takes_one_text_input() -> None:
 
 
 def test_tools_resolve_from_config_references() -> None:
-    tools = resolve_tools(["tests.test_agents_tools:add"], {"upper": "Upper-cases a text."})
+    tools = resolve_tools(
+        [Pieces().resolve("tests.test_agents_tools:add")], {"upper": "Upper-cases a text."}
+    )
     assert {name: type(tool) for name, tool in tools.items()} == {"add": Tool, "upper": AgentTool}
 
 
 def test_two_tools_of_one_name_are_refused() -> None:
     with pytest.raises(ValueError, match="two tools are named 'add'"):
-        resolve_tools(["tests.test_agents_tools:add"], extra=[Tool(multiply, name="add")])
+        resolve_tools(
+            [Pieces().resolve("tests.test_agents_tools:add")], extra=[Tool(multiply, name="add")]
+        )
 
 
 def test_yaml_settings_name_function_tools_and_agent_tools(tmp_path: Path) -> None:
@@ -222,7 +227,9 @@ def test_yaml_settings_name_function_tools_and_agent_tools(tmp_path: Path) -> No
         "    kind: agents.react:ReactAgent\n"
         "    model: scripted:react\n"
         "    tools: ['tests.test_agents_tools:add']\n"
-        "    agent_tools: {upper: Upper-cases a text.}\n",
+        "    agent_tools: {upper: Upper-cases a text.}\n"
+        "  upper:\n"
+        "    kind: upper\n",
         encoding="utf-8",
     )
     agent = load_config(path, environ={}).build_agent("solver")
@@ -234,7 +241,7 @@ def test_yaml_settings_name_function_tools_and_agent_tools(tmp_path: Path) -> No
 
 
 def test_config_with_an_unimportable_tool_is_refused() -> None:
-    with pytest.raises(ValidationError, match=r"cannot import tool 'tests\.nowhere:add'"):
+    with pytest.raises(ValidationError, match=r"cannot import 'tests\.nowhere:add'"):
         ReactConfig(model=MODEL, tools=("tests.nowhere:add",))
 
 

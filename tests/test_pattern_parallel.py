@@ -48,9 +48,9 @@ def runtime(request: pytest.FixtureRequest) -> Runtime:
 
 def parallel(function: AggregateFunction | None = None, /, **settings: Any) -> ParallelPattern:
     """A parallel pattern named ``fan``, merging with ``function`` when given."""
-    return ParallelPattern(
-        name="fan", config=ParallelConfig.model_validate(settings), aggregate=function
-    )
+    if function is not None:
+        settings["aggregate"] = function
+    return ParallelPattern(name="fan", config=ParallelConfig.model_validate(settings))
 
 
 @asynccontextmanager

@@ -55,8 +55,8 @@ def runtime(request: pytest.FixtureRequest) -> Runtime:
 
 
 def router(labeller: Labeller | None = None, **settings: Any) -> RouterPattern:
-    config = RouterConfig.model_validate({"routes": ROUTES, **settings})
-    return RouterPattern(name="router", config=config, labeller=labeller)
+    config = RouterConfig.model_validate({"routes": ROUTES, "labeller": labeller, **settings})
+    return RouterPattern(name="router", config=config)
 
 
 def verdict(category: str) -> ScriptedReply:
@@ -544,7 +544,7 @@ def test_a_rule_may_give_a_label_without_a_route_when_there_is_a_default() -> No
 
 
 def test_a_router_with_nothing_to_label_its_input_is_refused() -> None:
-    with pytest.raises(ValueError, match="router 'router' has no way to label its input"):
+    with pytest.raises(ValueError, match="nothing labels the input: set `classifier`, `rules` or"):
         router()
 
 
@@ -560,6 +560,10 @@ agents:
       - {match: "(?i)invoice", label: Billing}
     routes: {Billing: billing-desk, technical: engineer}
     default: general
+  triage: {kind: echo}
+  billing-desk: {kind: echo}
+  engineer: {kind: echo}
+  general: {kind: echo}
 """
     )
     agent = load_config(config).build_agent("support")
@@ -569,6 +573,7 @@ agents:
         "default": "general",
         "classifier": "triage",
         "rules": ({"match": "(?i)invoice", "label": "billing"},),
+        "labeller": None,
     }
 
 

@@ -372,6 +372,8 @@ agents:
         input: "Write about {input} from {previous}"
         timeout: 30
     on_error: continue
+  outline: {kind: echo}
+  writer: {kind: echo}
 """
     )
     agent = load_config(config).build_agent("pipeline")
