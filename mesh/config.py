@@ -47,6 +47,7 @@ from mesh.errors import UnknownAgentError
 from mesh.llm.config import LLMConfig
 from mesh.refs import REFERENCES, Pieces, References
 from mesh.subjects import validate_agent_name
+from mesh.tracing import TracingConfig
 
 __all__ = [
     "BUILTIN_KINDS",
@@ -235,6 +236,8 @@ class MeshConfig(BaseModel):
     """The agent ``make demo`` and ``mesh run`` call; must be one of ``agents``."""
     llm: LLMConfig = Field(default_factory=LLMConfig)
     """How agents reach models: providers, OpenAI-compatible servers, scripted models, prices."""
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    """Where spans go: an OpenTelemetry exporter, Langfuse; off by default."""
     source: SkipJsonSchema[str | None] = Field(default=None, exclude=True)
     """Path of the file it was loaded from, for messages; set by `load_config`."""
 
@@ -299,6 +302,7 @@ class _EnvLayer(BaseSettings):
     agents: dict[str, AgentSpec] = Field(default_factory=dict)
     entry: str | None = None
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
 
 class _EnvSource(EnvSettingsSource):

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from mesh.llm.model import Model
     from mesh.llm.types import ChatMessage, ModelResponse, ToolSpec
     from mesh.runtime import Runtime
+    from mesh.tracing import Tracing
 
 __all__ = ["Context", "EventHandler"]
 
@@ -72,6 +73,11 @@ class Context:
             logging.getLogger(f"mesh.agent.{self.agent}"),
             {"agent": self.agent, "task_id": self.task.id if self.task else None},
         )
+
+    @property
+    def tracing(self) -> Tracing:
+        """The runtime's tracing: spans of your own go in the task's trace through it."""
+        return self._runtime.tracing
 
     @property
     def path(self) -> tuple[str, ...]:
@@ -183,6 +189,7 @@ class Context:
             agent=self.agent,
             task_id=task.id if task else None,
             correlation_id=(task.correlation_id or task.id) if task else None,
+            tracing=self.tracing,
         )
 
     def embedder(self, embedder: str | Embedder) -> Embedder:

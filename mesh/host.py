@@ -189,7 +189,11 @@ class AgentHost:
             )
         except MeshError as exc:
             return Reply.failure("", exc, meta=self._meta), sniff(message.data, message.headers)
-        return await self._run(task), encoding
+        tracing = self._runtime.tracing
+        with tracing.processing(self.subject, task, self.agent.name, message.headers) as span:
+            reply = await self._run(task)
+            tracing.finish_processing(span, reply)
+        return reply, encoding
 
     async def _run(self, task: Task) -> Reply:
         started = time.perf_counter()

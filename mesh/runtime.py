@@ -38,6 +38,7 @@ from mesh.llm.config import LLMConfig
 from mesh.llm.pricing import PriceBook
 from mesh.llm.registry import ModelRegistry
 from mesh.subjects import cancel_subject, event_subject, task_subject, validate_agent_name
+from mesh.tracing import Tracing
 
 if TYPE_CHECKING:
     from mesh.agent import Agent
@@ -81,6 +82,8 @@ class Runtime:
         discovery: Answer ``$SRV`` service discovery for hosted agents.
         drain_timeout: Seconds `stop` waits for tasks in flight before cancelling them.
         llm: How agents reach models (providers, scripted models, prices).
+        tracing: Where this runtime's spans go; ``None``: no tracing (nothing is traced and
+            no trace header is sent).
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class Runtime:
         discovery: bool = True,
         drain_timeout: float = 30.0,
         llm: LLMConfig | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.url = url
         self.name = name
@@ -113,6 +117,8 @@ class Runtime:
         """Models by name; register code-built ones (e.g. a `ScriptedModel`) here."""
         self.prices = PriceBook(llm.prices)
         """Prices every model call."""
+        self.tracing = tracing or Tracing(None)
+        """Spans of the tasks hosted, the calls sent, the patterns and the model calls."""
         self._registrations: dict[str, _Registration] = {}
         self._hosts: list[AgentHost] = []
         self._cancelled_early: OrderedDict[str, None] = OrderedDict()
@@ -152,6 +158,7 @@ class Runtime:
             # A config that declares no agents says nothing about which exist.
             "known_agents": list(config.agents) or None,
             "llm": config.llm,
+            "tracing": Tracing.from_config(config.tracing),
         }
         runtime: Runtime
         if config.bus.url:
@@ -276,6 +283,7 @@ class Runtime:
             if self._background is not None:
                 self._background.cancel()
             await self.bus.drain()
+            await anyio.to_thread.run_sync(self.tracing.flush)
         finally:
             await stack.aclose()
             self._hosts.clear()
@@ -374,10 +382,12 @@ class Runtime:
             self._check_callee(agent)
             if allowed <= 0:
                 raise DeadlineExceededError(f"no time left to call {agent!r}")
+            subject = task_subject(agent)
             try:
-                message = await self.bus.request(
-                    task_subject(agent), encode(task), timeout=allowed + REPLY_GRACE
-                )
+                with self.tracing.sending(subject, task, agent) as headers:
+                    message = await self.bus.request(
+                        subject, encode(task), timeout=allowed + REPLY_GRACE, headers=headers
+                    )
             except NoRespondersError as exc:
                 raise NoRespondersError(f"no node is serving agent {agent!r}") from exc
             except (asyncio.CancelledError, MeshTimeoutError):

@@ -27,26 +27,30 @@ async def measured(ctx: Context, pattern: str) -> AsyncIterator[dict[str, Any]]:
     started = time.perf_counter()
     figures: dict[str, Any] = {}
     outcome = "ok"
-    try:
-        yield figures
-    except MeshError as exc:
-        outcome = exc.code.value
-        raise
-    finally:
-        task = ctx.task
-        usage = ctx.usage
-        run = PatternRun(
-            pattern=pattern,
-            agent=ctx.agent,
-            task_id=task.id if task else None,
-            correlation_id=(task.correlation_id or task.id) if task else None,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            calls=ctx.calls_made,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cost_usd=usage.cost_usd,
-            outcome=outcome,
-            figures=figures,
-        )
-        ctx.meta["pattern"] = run.model_dump(exclude={"agent", "task_id", "correlation_id", "time"})
-        await ctx.publish_telemetry(TELEMETRY_PATTERN, run)
+    with ctx.tracing.pattern(pattern, ctx.agent) as span:
+        try:
+            yield figures
+        except MeshError as exc:
+            outcome = exc.code.value
+            raise
+        finally:
+            ctx.tracing.finish_pattern(span, outcome, figures)
+            task = ctx.task
+            usage = ctx.usage
+            run = PatternRun(
+                pattern=pattern,
+                agent=ctx.agent,
+                task_id=task.id if task else None,
+                correlation_id=(task.correlation_id or task.id) if task else None,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                calls=ctx.calls_made,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost_usd=usage.cost_usd,
+                outcome=outcome,
+                figures=figures,
+            )
+            ctx.meta["pattern"] = run.model_dump(
+                exclude={"agent", "task_id", "correlation_id", "time"}
+            )
+            await ctx.publish_telemetry(TELEMETRY_PATTERN, run)

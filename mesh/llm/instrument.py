@@ -19,8 +19,11 @@ from mesh.errors import MeshError
 from mesh.llm.types import Completed, ModelRequest, ModelResponse, StreamEvent, TextDelta
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from mesh.llm.model import Model
     from mesh.llm.pricing import PriceBook
+    from mesh.tracing import Tracing
 
 __all__ = ["InstrumentedModel", "LLMCall", "Recorder"]
 
@@ -82,6 +85,7 @@ class InstrumentedModel:
         agent: The calling agent's name, for the record.
         task_id: The task being worked on.
         correlation_id: The top-level task of the tree.
+        tracing: Makes a span per call, when on.
     """
 
     def __init__(
@@ -93,8 +97,10 @@ class InstrumentedModel:
         agent: str | None = None,
         task_id: str | None = None,
         correlation_id: str | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._inner = inner
+        self._tracing = tracing
         self._prices = prices
         self._recorder = recorder
         self._who = {"agent": agent, "task_id": task_id, "correlation_id": correlation_id}
@@ -107,16 +113,18 @@ class InstrumentedModel:
         return f"InstrumentedModel({self._inner.name!r})"
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
+        span = self._tracing.start_model_call(self.name, request) if self._tracing else None
         started = time.perf_counter()
         try:
             response = await self._inner.complete(request)
         except MeshError as exc:
-            await self._record_failure(exc, started, streamed=False, ttft=None)
+            await self._record_failure(exc, started, streamed=False, ttft=None, span=span)
             raise
-        await self._record(response, started, streamed=False, ttft=None)
+        await self._record(response, started, streamed=False, ttft=None, span=span)
         return response
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        span = self._tracing.start_model_call(self.name, request) if self._tracing else None
         started = time.perf_counter()
         ttft: float | None = None
         try:
@@ -124,45 +132,64 @@ class InstrumentedModel:
                 if isinstance(event, TextDelta) and ttft is None:
                     ttft = time.perf_counter() - started
                 elif isinstance(event, Completed):
-                    await self._record(event.response, started, streamed=True, ttft=ttft)
+                    await self._record(event.response, started, streamed=True, ttft=ttft, span=span)
+                    span = None
                 yield event
         except MeshError as exc:
-            await self._record_failure(exc, started, streamed=True, ttft=ttft)
+            await self._record_failure(exc, started, streamed=True, ttft=ttft, span=span)
+            span = None
             raise
+        finally:
+            if span is not None:  # the stream stopped before it completed
+                span.end()
 
     async def _record(
-        self, response: ModelResponse, started: float, *, streamed: bool, ttft: float | None
+        self,
+        response: ModelResponse,
+        started: float,
+        *,
+        streamed: bool,
+        ttft: float | None,
+        span: Span | None,
     ) -> None:
         usage = response.usage
-        await self._recorder(
-            LLMCall(
-                model=self.name,
-                provider=self.name.partition(":")[0],
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cached_tokens=usage.cached_tokens,
-                cache_write_tokens=usage.cache_write_tokens,
-                cost_usd=self._prices.cost(self.name, usage),
-                latency_ms=(time.perf_counter() - started) * 1000,
-                ttft_ms=None if ttft is None else ttft * 1000,
-                streamed=streamed,
-                **self._who,
-            )
+        call = LLMCall(
+            model=self.name,
+            provider=self.name.partition(":")[0],
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            cost_usd=self._prices.cost(self.name, usage),
+            latency_ms=(time.perf_counter() - started) * 1000,
+            ttft_ms=None if ttft is None else ttft * 1000,
+            streamed=streamed,
+            **self._who,
         )
+        if self._tracing is not None:
+            self._tracing.end_model_call(span, call, response)
+        await self._recorder(call)
 
     async def _record_failure(
-        self, exc: MeshError, started: float, *, streamed: bool, ttft: float | None
+        self,
+        exc: MeshError,
+        started: float,
+        *,
+        streamed: bool,
+        ttft: float | None,
+        span: Span | None,
     ) -> None:
-        await self._recorder(
-            LLMCall(
-                model=self.name,
-                provider=self.name.partition(":")[0],
-                cost_usd=0.0,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                ttft_ms=None if ttft is None else ttft * 1000,
-                streamed=streamed,
-                ok=False,
-                error_code=exc.code.value,
-                **self._who,
-            )
+        call = LLMCall(
+            model=self.name,
+            provider=self.name.partition(":")[0],
+            cost_usd=0.0,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            ttft_ms=None if ttft is None else ttft * 1000,
+            streamed=streamed,
+            ok=False,
+            error_code=exc.code.value,
+            **self._who,
         )
+        if self._tracing is not None:
+            self._tracing.end_model_call(span, call, None)
+        await self._recorder(call)
