@@ -76,6 +76,7 @@ BUILTIN_KINDS: Mapping[str, str] = MappingProxyType(
         "upper": "agents.upper:UpperAgent",
         "debate": "patterns.debate:DebatePattern",
         "ensemble": "patterns.ensemble:EnsemblePattern",
+        "hierarchical": "patterns.hierarchical:HierarchicalPattern",
         "map_reduce": "patterns.map_reduce:MapReducePattern",
         "parallel": "patterns.parallel:ParallelPattern",
         "plan_execute": "patterns.plan_execute:PlanExecutePattern",

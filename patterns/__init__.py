@@ -2,12 +2,13 @@
 
 Each is usable from YAML by its kind name (``parallel``, ``sequential``, ``router``, ``swarm``,
 ``supervisor``, ``rag``, ``reflection``, ``ensemble``, ``debate``, ``map_reduce``,
-``plan_execute``) and reports its metrics on ``mesh.telemetry.pattern``
+``plan_execute``, ``hierarchical``) and reports its metrics on ``mesh.telemetry.pattern``
 and in its reply's ``meta["pattern"]``.
 """
 
 from patterns.debate import DebateConfig, DebatePattern
 from patterns.ensemble import EnsembleConfig, EnsemblePattern
+from patterns.hierarchical import HierarchicalConfig, HierarchicalPattern, TeamSpec
 from patterns.map_reduce import MapReduceConfig, MapReducePattern
 from patterns.parallel import AggregateFunction, BranchSpec, ParallelConfig, ParallelPattern
 from patterns.plan_execute import PlanExecuteConfig, PlanExecutePattern
@@ -25,6 +26,8 @@ __all__ = [
     "DebatePattern",
     "EnsembleConfig",
     "EnsemblePattern",
+    "HierarchicalConfig",
+    "HierarchicalPattern",
     "Labeller",
     "MapReduceConfig",
     "MapReducePattern",
@@ -48,6 +51,7 @@ __all__ = [
     "SwarmConfig",
     "SwarmPattern",
     "SwarmState",
+    "TeamSpec",
     "finish",
     "handoff",
     "reciprocal_rank_fusion",
