@@ -248,7 +248,7 @@ def test_json_schema_describes_the_file_keys() -> None:
     schema = config_json_schema()
 
     assert (sorted(schema["properties"]), schema["additionalProperties"]) == (
-        ["agents", "bus", "defaults", "entry", "llm"],
+        ["agents", "bus", "defaults", "entry", "llm", "tracing"],
         False,
     )
     assert schema["$defs"]["Defaults"]["properties"]["timeout"]["description"] == (
