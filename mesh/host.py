@@ -178,6 +178,8 @@ class AgentHost:
                 duration_ms=elapsed / 1e6,
                 queue_ms=(started - arrived) / 1e6,
             )
+            for listener in self._runtime.task_listeners:
+                listener(record)
             await self._runtime.publish_telemetry(TELEMETRY_TASK, record)
         except Exception:  # noqa: BLE001 - a failed reply must not take the host down
             _log.exception("agent %r: could not answer a task", self.agent.name)

@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -38,6 +38,7 @@ from mesh.llm.config import LLMConfig
 from mesh.llm.pricing import PriceBook
 from mesh.llm.registry import ModelRegistry
 from mesh.subjects import cancel_subject, event_subject, task_subject, validate_agent_name
+from mesh.telemetry import TaskRecord
 from mesh.tracing import Tracing
 
 if TYPE_CHECKING:
@@ -119,6 +120,9 @@ class Runtime:
         """Prices every model call."""
         self.tracing = tracing or Tracing(None)
         """Spans of the tasks hosted, the calls sent, the patterns and the model calls."""
+        self.task_listeners: list[Callable[[TaskRecord], None]] = []
+        """Called with the record of every task a hosted agent answered, before it is
+        published on ``mesh.telemetry.task`` (e.g. a node's own metrics); must not block."""
         self._registrations: dict[str, _Registration] = {}
         self._hosts: list[AgentHost] = []
         self._cancelled_early: OrderedDict[str, None] = OrderedDict()
