@@ -5,6 +5,8 @@ Examples::
     mesh run config/mesh.yaml "hello"             # the config's entry agent, in this process
     mesh call echo '{"a": 1}' --nats nats://127.0.0.1:4222 --json
     mesh node --agent echo --nats nats://127.0.0.1:4222
+    mesh watch --nats nats://127.0.0.1:4222          # the live telemetry stream
+    mesh cost                                        # the cost table, from the sidecar
     mesh schema > mesh.schema.json
 """
 
@@ -19,7 +21,7 @@ from typing import Any
 
 import anyio
 
-from mesh import node
+from mesh import node, watch
 from mesh.config import ConfigError, MeshConfig, config_json_schema, load_config
 from mesh.envelope import Reply
 from mesh.runtime import Runtime
@@ -69,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
         help="host one agent on NATS (same as python -m mesh.node)",
         add_help=False,
     )
+    commands.add_parser("watch", help="print the mesh's telemetry as it happens", add_help=False)
+    commands.add_parser(
+        "cost", help="print the cost table from the metrics sidecar", add_help=False
+    )
     commands.add_parser("schema", help="print the JSON Schema of the config file")
     return parser
 
@@ -101,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["node"]:
         return node.main(arguments[1:])
+    if arguments[:1] == ["watch"]:
+        return watch.watch_main(arguments[1:])
+    if arguments[:1] == ["cost"]:
+        return watch.cost_main(arguments[1:])
     args = _parser().parse_args(arguments)
     if args.command == "schema":
         print(json.dumps(config_json_schema(), indent=2))

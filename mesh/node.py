@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import anyio
 
 from mesh.config import BUILTIN_KINDS, ConfigError, MeshConfig, load_config
+from mesh.host import AgentHost
+from mesh.node_metrics import NodeMetrics
 from mesh.runtime import Runtime
 
 __all__ = ["main", "serve"]
@@ -54,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds to finish in-flight tasks on shutdown (default: 30)",
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve this process's own metrics on http://ADDR:PORT/metrics (default: none)",
+    )
+    parser.add_argument(
+        "--metrics-addr", default="0.0.0.0", help="address for --metrics-port (default: 0.0.0.0)"
+    )
+    parser.add_argument(
         "--log-level", default=os.environ.get("MESH_LOG_LEVEL", "INFO"), help="default: INFO"
     )
     return parser
@@ -68,21 +78,43 @@ def _with_builtin(config: MeshConfig, agent: str) -> MeshConfig:
     return MeshConfig.model_validate(data)
 
 
-async def serve(config: MeshConfig, agent: str, *, drain_timeout: float = 30.0) -> None:
+async def serve(
+    config: MeshConfig,
+    agent: str,
+    *,
+    drain_timeout: float = 30.0,
+    metrics: NodeMetrics | None = None,
+) -> None:
     """Host ``agent`` until SIGTERM or SIGINT, then drain.
+
+    Args:
+        config: The mesh configuration (load it with ``pieces=`` if its settings name code
+            registered with `mesh.refs.Pieces`).
+        agent: The agent to host.
+        drain_timeout: Seconds to finish the tasks in flight on shutdown.
+        metrics: Counts the tasks this node answers and reads its tasks in flight.
 
     Raises:
         UnknownAgentError: ``agent`` is not in the configuration.
         ConnectionError: NATS cannot be reached.
     """
     runtime = Runtime.from_config(config, agents=[agent], drain_timeout=drain_timeout)
+    if metrics is not None:
+        runtime.task_listeners.append(metrics.observe)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with runtime:
+            if metrics is not None:
+                for host in runtime.hosts:
+                    metrics.track_in_flight(host.agent.name, functools.partial(_in_flight, host))
             _log.info("agent %r on %s (instance %s)", agent, config.bus.url, runtime.instance)
             print(f"{READY}: agent={agent} instance={runtime.instance}", flush=True)
             async for signum in signals:
                 _log.info("%s: draining in-flight tasks", signal.Signals(signum).name)
                 break
+
+
+def _in_flight(host: AgentHost) -> int:
+    return host.in_flight
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,11 +140,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         known = ", ".join(sorted(config.agents)) or "none"
         print(f"mesh.node: no agent {args.agent!r} in the config (known: {known})", file=sys.stderr)
         return 2
+    metrics = NodeMetrics() if args.metrics_port is not None else None
     try:
-        anyio.run(functools.partial(serve, config, args.agent, drain_timeout=args.drain_timeout))
+        server = metrics.serve(args.metrics_port, addr=args.metrics_addr) if metrics else None
+    except OSError as exc:
+        print(
+            f"mesh.node: cannot serve metrics on port {args.metrics_port}: {exc}", file=sys.stderr
+        )
+        return 1
+    run = functools.partial(
+        serve, config, args.agent, drain_timeout=args.drain_timeout, metrics=metrics
+    )
+    try:
+        anyio.run(run)
     except ConnectionError as exc:
         print(f"mesh.node: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if server is not None:
+            server.close()
     return 0
 
 

@@ -301,3 +301,35 @@ async def test_node_exits_cleanly_when_its_server_is_gone(tmp_path: Path) -> Non
             node.terminate()
             assert await node.wait(timeout=20) == 0
     assert "Traceback" not in node.log.read_text()
+
+
+async def test_node_serves_its_own_metrics_on_request(
+    nats_url: str, config_file: Path, tmp_path: Path, client: Client
+) -> None:
+    import socket
+
+    import httpx2
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    extra = ["--metrics-port", str(port), "--metrics-addr", "127.0.0.1"]
+    async with run_node(
+        "echo", nats_url=nats_url, log_dir=tmp_path, config=config_file, extra=extra
+    ):
+        with anyio.fail_after(10):
+            for text in ("a", "b"):
+                await client.request("mesh.agent.echo.run", text.encode(), timeout=5)
+            await client.request("mesh.agent.echo.run", b"{\"input\": ", timeout=5)
+            async with httpx2.AsyncClient(timeout=10) as http:
+                scraped = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+    }
+    assert samples[("mesh_node_tasks_total", (("agent", "echo"), ("outcome", "ok")))] == 2
+    bad = ("mesh_node_tasks_total", (("agent", "echo"), ("outcome", "invalid_json")))
+    assert samples[bad] == 1
+    assert samples[("mesh_node_tasks_in_flight", (("agent", "echo"),))] == 0
