@@ -39,6 +39,8 @@ from typing import Any, TypeVar
 
 import msgpack
 import nats
+from _traced_node import AGENT as TRACED_AGENT  # beside this script, on its sys.path
+from _traced_node import discarding_tracing
 from nats.aio.client import Client
 
 from agents.echo import EchoAgent
@@ -46,6 +48,7 @@ from mesh.bus import Bus, Message
 from mesh.node import READY as NODE_READY
 from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
 from mesh.server import NatsServerProcess, find_nats_server
+from mesh.sidecar import READY as SIDECAR_READY
 from mesh.subjects import task_subject
 
 HERE = Path(__file__).resolve().parent
@@ -183,6 +186,7 @@ TARGETS = (
         0.50,
     ),
     Target("mesh in memory, one at a time", "memory_mesh_1", "memory_asyncio_1", 0.30),
+    Target("traced, sidecar on, one at a time", "nats_traced_1", "nats_raw_1", 0.60),
 )
 
 
@@ -265,11 +269,11 @@ def raw_nats_call(client: Client) -> Call:
     return call
 
 
-def mesh_call(runtime: Runtime) -> Call:
-    """``runtime.call("echo", ...)``: to the node over NATS, or to the agent in this process."""
+def mesh_call(runtime: Runtime, agent: str = "echo") -> Call:
+    """``runtime.call(agent, ...)``: to a node over NATS, or to the agent in this process."""
 
     async def call() -> None:
-        _check(await runtime.call("echo", PAYLOAD, timeout=REQUEST_TIMEOUT))
+        _check(await runtime.call(agent, PAYLOAD, timeout=REQUEST_TIMEOUT))
 
     return call
 
@@ -340,11 +344,14 @@ async def bare_asyncio_call() -> AsyncIterator[Call]:
         await asyncio.gather(task, return_exceptions=True)
 
 
-def nats_figures(client: Client, runtime: DistributedRuntime) -> list[Figure]:
+def nats_figures(
+    client: Client, runtime: DistributedRuntime, traced: DistributedRuntime
+) -> list[Figure]:
     """The figures over NATS, each one at a time and with `IN_FLIGHT` in flight."""
     scenarios = [
         ("nats_raw", "raw nats-py -> raw responder", raw_nats_call(client)),
         ("nats_mesh", "runtime.call -> node (msgpack)", mesh_call(runtime)),
+        ("nats_traced", "the same, both sides traced", mesh_call(traced, TRACED_AGENT)),
         ("nats_node_msgpack", "nats-py msgpack -> node", node_msgpack_call(client)),
         ("nats_node_json", "nats-py JSON -> node", node_json_call(client)),
     ]
@@ -468,13 +475,30 @@ async def run(url: str, *, seconds: float, warmup: float, repeat: int) -> list[F
             [sys.executable, "-m", "mesh.node", "--agent", "echo", "--nats", url],
             NODE_READY,
         )
-        await stack.enter_async_context(running([raw, node], log_dir=log_dir))
+        traced_node = Responder(
+            "traced-node", [sys.executable, str(HERE / "_traced_node.py"), url], NODE_READY
+        )
+        # The sidecar counts every task's telemetry through the whole run, as in production.
+        sidecar = Responder(
+            "sidecar",
+            [sys.executable, "-m", "mesh.sidecar", "--nats", url, "--port", "0"],
+            SIDECAR_READY,
+        )
+        responders = [raw, node, traced_node, sidecar]
+        await stack.enter_async_context(running(responders, log_dir=log_dir))
         client = await nats.connect(
             url, connect_timeout=5, max_reconnect_attempts=0, error_cb=_ignore
         )
         stack.push_async_callback(client.close)
         remote = await stack.enter_async_context(
             started(DistributedRuntime(url, name="bench", discovery=False))
+        )
+        traced = await stack.enter_async_context(
+            started(
+                DistributedRuntime(
+                    url, name="bench-traced", discovery=False, tracing=discarding_tracing()
+                )
+            )
         )
         local = LocalRuntime(name="bench", discovery=False)
         local.register(EchoAgent())
@@ -483,7 +507,7 @@ async def run(url: str, *, seconds: float, warmup: float, repeat: int) -> list[F
         memory_bus = await memory_bus_call(local.bus)
 
         figures = [
-            *nats_figures(client, remote),
+            *nats_figures(client, remote, traced),
             Figure("memory_asyncio_1", "bare asyncio queue + future", 1, bare),
             Figure("memory_mesh_1", "runtime.call, in-memory bus", 1, mesh_call(local)),
             Figure("memory_bus_1", "InMemoryBus request, no envelope", 1, memory_bus),

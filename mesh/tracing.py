@@ -178,7 +178,8 @@ class Tracing:
     @contextmanager
     def _sending(self, subject: str, task: Task, agent: str) -> Iterator[dict[str, str]]:
         assert self._tracer is not None
-        attributes = _messaging(subject, task, "send") | {"mesh.agent": agent}
+        # Few attributes on the per-message spans: the SDK checks each one, on the hot path.
+        attributes = _messaging(subject, task, "send")
         with self._tracer.start_as_current_span(
             f"send {subject}", kind=SpanKind.PRODUCER, attributes=attributes
         ):
@@ -198,10 +199,8 @@ class Tracing:
     ) -> Iterator[Span]:
         assert self._tracer is not None
         parent = _PROPAGATOR.extract(headers) if headers else otel_context.Context()
-        attributes = _messaging(subject, task, "process") | {
-            "mesh.agent": agent,
-            "langfuse.observation.type": "agent",
-        }
+        attributes = _messaging(subject, task, "process")
+        attributes["langfuse.observation.type"] = "agent"
         with self._tracer.start_as_current_span(
             f"process {subject}",
             context=parent,
@@ -218,15 +217,16 @@ class Tracing:
         if span is None:
             return
         usage = reply.usage
-        span.set_attributes(
-            {
-                "mesh.usage.input_tokens": usage.input_tokens,
-                "mesh.usage.output_tokens": usage.output_tokens,
-                "mesh.usage.calls": usage.calls,
-            }
-        )
-        if usage.cost_usd is not None:
-            span.set_attribute("mesh.usage.cost_usd", usage.cost_usd)
+        if usage.calls:
+            span.set_attributes(
+                {
+                    "mesh.usage.input_tokens": usage.input_tokens,
+                    "mesh.usage.output_tokens": usage.output_tokens,
+                    "mesh.usage.calls": usage.calls,
+                }
+            )
+            if usage.cost_usd is not None:
+                span.set_attribute("mesh.usage.cost_usd", usage.cost_usd)
         if reply.error is not None:
             span.set_attribute("error.type", reply.error.code)
             span.set_status(Status(StatusCode.ERROR, reply.error.message))
