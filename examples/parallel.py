@@ -45,8 +45,8 @@ async def run(model: str | None) -> Reply:
         chosen = "scripted:dawdler" if name == "dawdler" else model or f"scripted:{name}"
         config = LLMAgentConfig(model=chosen, system=f"You answer as a {name} would.")
         runtime.register(LLMAgent(name=name, config=config))
-    # In YAML: {kind: parallel, branches: [...], timeout: 1, aggregate: vote}
-    settings = {"branches": names, "timeout": 1, "aggregate": "vote"}
+    # In YAML: {kind: parallel, branches: [...], call_timeout: 1, aggregate: vote}
+    settings = {"branches": names, "call_timeout": 1, "aggregate": "vote"}
     pattern = ParallelPattern(name="panel", config=ParallelConfig.model_validate(settings))
     runtime.register(pattern)
     async with runtime:

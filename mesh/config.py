@@ -210,7 +210,14 @@ def _validate_settings(
         agents=given.agents if isinstance(given, References) else None,
         pieces=given.pieces if isinstance(given, References) else None,
     )
-    config = resolve_kind(kind).config_model.model_validate(settings, context={REFERENCES: own})
+    model = resolve_kind(kind).config_model
+    shadowed = sorted(set(model.model_fields) & (set(AgentSpec.model_fields) - {"kind"}))
+    if shadowed:  # the agent keys would take these values: the kind could never see them
+        raise ValueError(
+            f"kind {kind!r} has settings named like the keys every agent has ({shadowed}): "
+            "they cannot be set; the kind must rename them"
+        )
+    config = model.model_validate(settings, context={REFERENCES: own})
     return config, tuple(own.found)
 
 

@@ -4,6 +4,7 @@ so a caller can still act on it (retry a ``provider_error``, wait out ``no_respo
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from mesh.envelope import Reply
 from mesh.errors import InvalidOutputError, MeshError, error_class
 
-__all__ = ["failure", "output_of", "parse_output", "rebuilt", "text_of"]
+__all__ = ["failure", "json_in_text", "output_of", "parse_output", "rebuilt", "text_of"]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -61,6 +62,19 @@ def text_of(output: Any, what: str) -> str:
     if isinstance(output, str):
         return output
     raise InvalidOutputError(f"{what} must be text, not {type(output).__name__}")
+
+
+def json_in_text(text: str) -> Any:
+    """The JSON document a model wrote as text, a Markdown code fence around it allowed.
+
+    Raises:
+        ValueError: The text is not JSON.
+    """
+    stripped = text.strip()
+    if stripped.startswith("```"):  # models often fence their JSON
+        stripped = stripped.split("\n", 1)[-1] if "\n" in stripped else ""
+        stripped = stripped.removesuffix("```")
+    return json.loads(stripped)
 
 
 def parse_output(model: type[ModelT], output: Any, what: str, **details: Any) -> ModelT:

@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
+
 from mesh.context import Context
-from mesh.errors import MeshError
+from mesh.errors import ErrorCode, MeshError
 from mesh.subjects import TELEMETRY_PATTERN
 from mesh.telemetry import PatternRun
 
@@ -33,6 +35,9 @@ async def measured(ctx: Context, pattern: str) -> AsyncIterator[dict[str, Any]]:
         except MeshError as exc:
             outcome = exc.code.value
             raise
+        except anyio.get_cancelled_exc_class():
+            outcome = ErrorCode.CANCELLED.value  # its deadline, or its caller, stopped it
+            raise
         finally:
             ctx.tracing.finish_pattern(span, outcome, figures)
             task = ctx.task
@@ -53,4 +58,5 @@ async def measured(ctx: Context, pattern: str) -> AsyncIterator[dict[str, Any]]:
             ctx.meta["pattern"] = run.model_dump(
                 exclude={"agent", "task_id", "correlation_id", "time"}
             )
-            await ctx.publish_telemetry(TELEMETRY_PATTERN, run)
+            with anyio.CancelScope(shield=True):  # a cancelled run is reported too
+                await ctx.publish_telemetry(TELEMETRY_PATTERN, run)

@@ -19,12 +19,11 @@ In YAML::
       debaters: [{agent: optimist, position: "for"}, {agent: sceptic, position: against}]
       judge: judge
       max_rounds: 3
-      timeout: 30               # seconds per argument
+      call_timeout: 30          # seconds per argument
 """
 
 from __future__ import annotations
 
-import json
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from mesh.errors import (
     error_class,
 )
 from mesh.refs import AgentCall, AgentRef
-from patterns._callee import output_of, parse_output
+from patterns._callee import json_in_text, output_of, parse_output
 from patterns._fanout import Branch, fan_out
 from patterns._metrics import measured
 
@@ -88,7 +87,7 @@ class DebateConfig(BaseModel):
     converge: bool = True
     """End the debate early on agreement or concession (see the module docstring); ``False``:
     always argue ``max_rounds`` rounds and let the judge decide."""
-    timeout: float | None = Field(default=None, gt=0)
+    call_timeout: float | None = Field(default=None, gt=0)
     """Seconds each argument may take; past it the debate fails (``timeout``)."""
 
     @model_validator(mode="after")
@@ -250,7 +249,7 @@ class DebatePattern(Agent[DebateConfig]):
             )
             for agent in active
         ]
-        fan = await fan_out(ctx, branches, fail_fast=True, timeout=self.config.timeout)
+        fan = await fan_out(ctx, branches, fail_fast=True, timeout=self.config.call_timeout)
         for result in fan.completed:
             if result.error is not None:
                 raise _debater_failure(result.branch.agent, result.error, round, transcript)
@@ -311,7 +310,7 @@ class DebatePattern(Agent[DebateConfig]):
         what = f"debate: the judge {judge!r} gave no verdict"
         if isinstance(output, str):
             try:
-                output = json.loads(_unfenced(output))
+                output = json_in_text(output)
             except ValueError as exc:
                 raise InvalidOutputError(f"{what} (not a JSON object)") from exc
         decision = parse_output(JudgeVerdict, output, what, agent=judge)
@@ -341,12 +340,3 @@ def _debater_failure(
         retryable=error.retryable,
         details={"debater": debater, "round": round, "transcript": transcript, "error": cause},
     )
-
-
-def _unfenced(text: str) -> str:
-    """``text`` without a Markdown code fence around it (models often add one)."""
-    stripped = text.strip()
-    if stripped.startswith("```"):
-        stripped = stripped.split("\n", 1)[-1] if "\n" in stripped else ""
-        stripped = stripped.removesuffix("```")
-    return stripped

@@ -28,7 +28,7 @@ In YAML::
       members: [gpt, claude, {agent: llama, weight: 0.5}]
       method: weighted          # majority (default), unanimous, confidence; or judge: <agent>
       min_agreement: 0.6
-      timeout: 30               # seconds per member
+      call_timeout: 30          # seconds per member
 """
 
 from __future__ import annotations
@@ -83,9 +83,9 @@ class EnsembleConfig(BaseModel):
     """Agreement the result needs; below it the run fails (``insufficient_agreement``)."""
     min_answers: int = Field(default=1, ge=1)
     """Members that must answer; with fewer the run fails with their errors."""
-    timeout: float | None = Field(default=None, gt=0)
+    call_timeout: float | None = Field(default=None, gt=0)
     """Seconds each member may take; past it the member is cancelled and fails (``timeout``)."""
-    max_concurrency: int | None = Field(default=None, ge=1)
+    max_parallel: int | None = Field(default=None, ge=1)
     """Most members asked at once; ``None``: all of them."""
 
     @model_validator(mode="before")
@@ -162,7 +162,7 @@ class EnsemblePattern(Agent[EnsembleConfig]):
                 for name, spec in zip(self._names, config.members, strict=True)
             ]
             fan = await fan_out(
-                ctx, branches, timeout=config.timeout, max_concurrency=config.max_concurrency
+                ctx, branches, timeout=config.call_timeout, max_concurrency=config.max_parallel
             )
             failed: dict[str, Any] = fan.report()["failed"]
             ballots: list[Ballot] = []

@@ -122,7 +122,7 @@ class HierarchicalConfig(BaseModel):
     the other results."""
     team_timeout: float | None = Field(default=None, gt=0)
     """Seconds each team may take; past it the call is cancelled and fails with ``timeout``."""
-    max_concurrency: int | None = Field(default=None, ge=1)
+    max_parallel: int | None = Field(default=None, ge=1)
     """Most teams working at once; ``None``: all of them."""
 
     @field_validator("teams", mode="before")
@@ -220,7 +220,7 @@ class HierarchicalPattern(Agent[HierarchicalConfig]):
                 branches,
                 timeout=config.team_timeout,
                 fail_fast=config.on_team_error == "fail",
-                max_concurrency=config.max_concurrency,
+                max_concurrency=config.max_parallel,
             )
             run = fan.figures()
             figures.update(

@@ -3,7 +3,7 @@
 The input is a list (each item a piece, as it is) or a text document, split into chunks of at
 most ``chunk_size`` characters that overlap by ``overlap``, cut at paragraph, then sentence,
 then word boundaries where possible (see `patterns._chunks`). Every piece goes to the
-``mapper`` at once (up to ``max_concurrency`` in flight). The mapped results, in piece order,
+``mapper`` at once (up to ``max_parallel`` in flight). The mapped results, in piece order,
 go to the ``reducer`` in groups of ``fan_in``; while more than one group's result is left,
 those results are reduced again, level by level: 25 pieces with ``fan_in: 5`` take 5 reduce
 calls, then 1. A piece whose map fails fails the run (``on_map_error: fail``, the pieces
@@ -18,7 +18,7 @@ In YAML::
       chunk_size: 2000
       overlap: 200
       fan_in: 10
-      max_concurrency: 8
+      max_parallel: 8
       on_map_error: skip
 """
 
@@ -60,9 +60,9 @@ class MapReduceConfig(BaseModel):
     """Characters a chunk repeats from the end of the one before (below ``chunk_size``)."""
     max_pieces: int = Field(default=1000, ge=1)
     """Most pieces an input may make; more is refused (``bad_schema``) before any call."""
-    max_concurrency: int | None = Field(default=8, ge=1)
+    max_parallel: int | None = Field(default=8, ge=1)
     """Most map (and, per level, reduce) calls in flight at once; ``None``: all of them."""
-    timeout: float | None = Field(default=None, gt=0)
+    call_timeout: float | None = Field(default=None, gt=0)
     """Seconds each map or reduce call may take; past it the call is cancelled (``timeout``)."""
     on_map_error: Literal["fail", "skip"] = "fail"
     """When a piece's map fails: fail the run with its error, or leave the piece out of the
@@ -121,9 +121,9 @@ class MapReducePattern(Agent[MapReduceConfig]):
             fan = await fan_out(
                 ctx,
                 branches,
-                timeout=config.timeout,
+                timeout=config.call_timeout,
                 fail_fast=config.on_map_error == "fail",
-                max_concurrency=config.max_concurrency,
+                max_concurrency=config.max_parallel,
             )
             mapped = fan.figures()
             failed = [_failed(index, result) for index, result in _failures(fan)]
@@ -217,9 +217,9 @@ class MapReducePattern(Agent[MapReduceConfig]):
             fan = await fan_out(
                 ctx,
                 branches,
-                timeout=config.timeout,
+                timeout=config.call_timeout,
                 fail_fast=True,
-                max_concurrency=config.max_concurrency,
+                max_concurrency=config.max_parallel,
             )
             culprit = next((result for result in fan.completed if not result.ok), None)
             if culprit is not None:

@@ -1,6 +1,6 @@
 """`parallel` (scatter-gather): send a task to several agents at once and gather the answers.
 
-Every branch is called at once (up to ``max_concurrency`` in flight), with the same input or
+Every branch is called at once (up to ``max_parallel`` in flight), with the same input or
 one input per branch. The pattern stops waiting when its completion mode is met:
 
 - ``all``: every branch answered (or failed); the result is partial when some failed, and it
@@ -9,7 +9,7 @@ one input per branch. The pattern stops waiting when its completion mode is met:
 - ``quorum``: ``quorum`` branches succeeded.
 
 Branches still running then are cancelled on the mesh (their agents observe it). With
-``fail_fast`` the first failure fails the whole run. A ``timeout`` bounds each branch. The
+``fail_fast`` the first failure fails the whole run. A ``call_timeout`` bounds each branch. The
 successful outputs are merged by a built-in strategy, by an aggregator agent, or by a Python
 function given in code. The figures (each branch's latency, the wait for the slowest one, the
 speedup over calling them one by one, failures) go to ``meta["pattern"]`` and telemetry.
@@ -20,8 +20,8 @@ In YAML::
       kind: parallel
       branches: [astronomer, pilot, {agent: poet, name: verse}]
       quorum: 2                 # or mode: all (the default) / any
-      timeout: 30               # seconds per branch
-      max_concurrency: 2
+      call_timeout: 30          # seconds per branch
+      max_parallel: 2
       aggregate: vote           # or map, concatenate, first; or aggregator: <agent>
 """
 
@@ -92,11 +92,11 @@ class ParallelConfig(BaseModel):
     them (setting ``quorum`` alone implies ``quorum``)."""
     quorum: int | None = Field(default=None, ge=1)
     """Successes needed in ``quorum`` mode."""
-    timeout: float | None = Field(default=None, gt=0)
+    call_timeout: float | None = Field(default=None, gt=0)
     """Seconds each branch may take; past it the branch is cancelled and fails (``timeout``)."""
     fail_fast: bool = False
     """Fail the whole run at the first branch failure (the others are cancelled)."""
-    max_concurrency: int | None = Field(default=None, ge=1)
+    max_parallel: int | None = Field(default=None, ge=1)
     """Most branches in flight at once; ``None``: all of them."""
     aggregate: Literal["map", "concatenate", "first", "vote"] | Piece = Field(
         default="map", union_mode="left_to_right"
@@ -195,9 +195,9 @@ class ParallelPattern(Agent[ParallelConfig]):
                 ctx,
                 self._branches(task.input),
                 quorum=quorum,
-                timeout=config.timeout,
+                timeout=config.call_timeout,
                 fail_fast=config.fail_fast,
-                max_concurrency=config.max_concurrency,
+                max_concurrency=config.max_parallel,
             )
             figures.update(fan.figures())
             failure = fan.failure(quorum=quorum, fail_fast=config.fail_fast, label="parallel")

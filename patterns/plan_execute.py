@@ -3,7 +3,7 @@ as what they depend on is done, and a failed step sends the planner back to work
 
 The planner (by default the built-in ``planner`` agent) answers ``{"steps": [{"id",
 "description", "agent", "depends_on"}]}``. Every step whose dependencies are done is started
-at once (at most ``max_concurrency`` in flight), so independent steps overlap and dependent
+at once (at most ``max_parallel`` in flight), so independent steps overlap and dependent
 ones wait; each step is given ``{"task": <the goal>, "step": <its description>, "results":
 {<dependency id>: <its output>}}``. When a step fails, no new step starts; once the steps in
 flight have answered, the planner is asked again, from the current state, at most
@@ -16,7 +16,7 @@ In YAML::
       kind: plan_execute
       planner: planner              # the default
       agents: [researcher, writer]  # the agents steps may name
-      max_concurrency: 4
+      max_parallel: 4
       max_replans: 2
       max_steps: 20
       step_timeout: 60
@@ -56,7 +56,7 @@ class PlanExecuteConfig(BaseModel):
     """The agents steps may name; a plan naming another is refused before any step runs."""
     default_agent: AgentRef | None = None
     """Does the steps whose agent is null; ``None``: such a plan is refused."""
-    max_concurrency: int | None = Field(default=None, ge=1)
+    max_parallel: int | None = Field(default=None, ge=1)
     """Most steps in flight at once; ``None``: every step that is ready."""
     max_replans: int = Field(default=2, ge=0)
     """Most times the planner is asked again after a failed step."""
@@ -200,7 +200,7 @@ class PlanExecutePattern(Agent[PlanExecuteConfig]):
     async def _run(self, plan: Plan, index: int, goal: str, state: _State, ctx: Context) -> None:
         """Run the plan's steps not yet completed, each once its dependencies are."""
         todo = [step for step in plan.steps if step.id not in state.completed]
-        slots = anyio.CapacityLimiter(self.config.max_concurrency or max(len(todo), 1))
+        slots = anyio.CapacityLimiter(self.config.max_parallel or max(len(todo), 1))
         launched: set[str] = set()
 
         async def run(step: Step) -> None:

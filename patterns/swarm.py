@@ -27,7 +27,7 @@ from mesh.context import Context
 from mesh.envelope import Task
 from mesh.errors import DepthExceededError, InvalidOutputError, UnknownAgentError
 from mesh.refs import AgentRef
-from patterns._callee import failure
+from patterns._callee import failure, json_in_text
 from patterns._conversation import ConversationInput, Turn, read_input
 from patterns._metrics import measured
 
@@ -179,7 +179,13 @@ class SwarmPattern(Agent[SwarmConfig]):
                 member = passed.to
 
     def _handoff(self, member: str, output: Any) -> Handoff | None:
-        """The handoff in ``output``, or ``None`` if it is an answer."""
+        """The handoff in ``output`` (an object, or a model's JSON text), or ``None`` if it is
+        an answer."""
+        if isinstance(output, str) and '"handoff"' in output:
+            try:  # an LLM agent hands off by writing the handoff as JSON
+                output = json_in_text(output)
+            except ValueError:
+                return None
         if not (isinstance(output, Mapping) and "handoff" in output):
             return None
         try:

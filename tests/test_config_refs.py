@@ -11,7 +11,9 @@ import anyio
 import jsonschema
 import pytest
 import yaml
+from pydantic import BaseModel
 
+from mesh.agent import Agent
 from mesh.config import ConfigError, config_json_schema, load_config
 from mesh.refs import Pieces
 from mesh.runtime import Runtime
@@ -175,3 +177,21 @@ def test_the_schema_refuses_a_setting_the_kind_does_not_have() -> None:
     document = {"agents": {"fan": {"kind": "parallel", "branches": ["a"], "brnaches": 1}}}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(document, config_json_schema())
+
+
+def test_a_kind_whose_settings_shadow_the_agent_keys_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "agents:\n  odd:\n    kind: tests.test_config_refs:ShadowAgent\n")
+    assert problems(path) == [
+        f"{path}:2: agents.odd: kind 'tests.test_config_refs:ShadowAgent' has settings named like "
+        "the keys every agent has (['timeout']): they cannot be set; the kind must rename them"
+    ]
+
+
+class ShadowSettings(BaseModel):
+    timeout: float = 1.0
+
+
+class ShadowAgent(Agent[ShadowSettings]):
+    """A kind with a setting every agent has already."""
+
+    config_model = ShadowSettings

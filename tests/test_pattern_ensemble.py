@@ -317,7 +317,7 @@ async def test_too_few_answers_fail_the_run(runtime: Runtime) -> None:
 
 async def test_a_member_past_its_timeout_is_left_out(runtime: Runtime) -> None:
     members = [says(runtime, "a", "Paris"), says(runtime, "slow", "Lyon", latency=30)]
-    reply = await ask(runtime, *members, ensemble(members=["a", "slow"], timeout=0.3))
+    reply = await ask(runtime, *members, ensemble(members=["a", "slow"], call_timeout=0.3))
     slow = {
         "agent": "slow",
         "code": "timeout",

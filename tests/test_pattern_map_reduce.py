@@ -140,7 +140,7 @@ async def test_the_aggregator_reduces_the_answers(runtime: Runtime) -> None:
 async def test_the_concurrency_limit_bounds_the_maps_in_flight(runtime: Runtime) -> None:
     gate = anyio.Event()
     mapper = shout(gate)
-    async with running(runtime, mapper, join(), map_reduce(max_concurrency=2)) as watch:
+    async with running(runtime, mapper, join(), map_reduce(max_parallel=2)) as watch:
         with anyio.fail_after(20):
             async with anyio.create_task_group() as group:
                 group.start_soon(watch.open_after, gate, "started", 2)

@@ -195,7 +195,7 @@ async def test_a_branch_past_its_timeout_fails_and_its_call_is_cancelled(
     agents = (
         nap("quick", answer="fast"),
         nap("patient", delay=30),
-        parallel(branches=["quick", "patient"], timeout=0.3),
+        parallel(branches=["quick", "patient"], call_timeout=0.3),
     )
     async with running(runtime, *agents) as watch:
         with anyio.fail_after(10):
@@ -330,7 +330,7 @@ async def test_failures_of_different_kinds_are_an_agent_error(runtime: Runtime) 
 async def test_concurrency_limit_bounds_the_branches_in_flight(runtime: Runtime) -> None:
     gate = anyio.Event()
     napper = nap("nap", gate=gate)
-    agents = (napper, parallel(branches=["nap"] * 4, max_concurrency=2))
+    agents = (napper, parallel(branches=["nap"] * 4, max_parallel=2))
     async with running(runtime, *agents) as watch:
         with anyio.fail_after(10):
             async with anyio.create_task_group() as group:
@@ -618,8 +618,8 @@ def test_quorum_alone_sets_the_mode() -> None:
         ({"branches": ["a"], "quorum": 2}, "quorum 2 exceeds the 1 branches"),
         ({"branches": ["a"], "mode": "any", "quorum": 1}, "only for mode 'quorum', not 'any'"),
         ({"branches": ["a"], "aggregate": "vote", "aggregator": "j"}, "not both"),
-        ({"branches": ["a"], "timeout": 0}, "greater than 0"),
-        ({"branches": ["a"], "max_concurrency": 0}, "greater than or equal to 1"),
+        ({"branches": ["a"], "call_timeout": 0}, "greater than 0"),
+        ({"branches": ["a"], "max_parallel": 0}, "greater than or equal to 1"),
         ({"branches": ["a"], "fan_out": 2}, "Extra inputs are not permitted"),
     ],
 )

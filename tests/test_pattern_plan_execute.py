@@ -107,7 +107,7 @@ async def test_independent_steps_overlap_and_later_steps_get_earlier_results(
 
 async def test_several_final_steps_give_their_outputs_by_id(runtime: Runtime) -> None:
     model = plans([step("a", "left", "worker"), step("b", "right", "worker")])
-    async with running(runtime, model, worker(), max_concurrency=1):
+    async with running(runtime, model, worker(), max_parallel=1):
         reply = await ask(runtime)
     assert reply.output["result"] == {
         "a": {"did": "left", "from": {}},

@@ -369,3 +369,21 @@ async def test_members_in_separate_node_processes(nats_url: str, tmp_path: Path)
         "handoffs": 1,
     }
     assert reply.meta["pattern"]["figures"] == {"handoffs": 1, "path": ["triage", "billing"]}
+
+
+async def test_an_llm_agent_hands_off_by_writing_the_handoff_as_json(runtime: Runtime) -> None:
+    from agents.llm import LLMAgent, LLMAgentConfig
+    from mesh.llm.scripted import ScriptedModel
+
+    fenced = '```json\n{"handoff": {"to": "refunds", "message": "refund due"}}\n```'
+    runtime.models.register(ScriptedModel("front", default=fenced))
+    runtime.models.register(ScriptedModel("back", default="refund issued"))
+    runtime.register(swarm("front", "refunds"))
+    runtime.register(LLMAgent(name="front", config=LLMAgentConfig(model="scripted:front")))
+    runtime.register(
+        LLMAgent(
+            name="refunds", config=LLMAgentConfig(model="scripted:back", prompt="{conversation}")
+        )
+    )
+    reply = await ask(runtime, "desk", "I paid twice")
+    assert reply.output == {"output": "refund issued", "path": ["front", "refunds"], "handoffs": 1}
