@@ -1,14 +1,17 @@
 """A three-level composition across node processes: a router whose route is a parallel of
 reflections, each agent in its own ``python -m mesh.node`` on a real NATS server, exporting
 spans with the real OTLP exporter. One trace id from the caller down to every model call,
-every span under its cause, and the usage of every call rolled up into the top reply."""
+every span under its cause, and the usage of every call rolled up into the top reply; and a
+raw nats-py client's own ``traceparent`` continued through every node."""
 
 from __future__ import annotations
 
+import json
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import anyio
+import nats
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -56,6 +59,8 @@ llm:
     "scripted:judge": {input: 0.5, output: 1.0}
 """
 AGENTS = ["desk", "panel", "polish", "writer", "judge"]
+RAW_TRACE = "0af7651916cd43dd8448eb211c80319c"
+RAW_SPAN = "b7ad6b7169203331"
 
 
 async def test_a_router_of_a_parallel_of_reflections_is_one_trace_across_nodes(
@@ -86,14 +91,31 @@ async def test_a_router_of_a_parallel_of_reflections_is_one_trace_across_nodes(
             async with caller:
                 with anyio.fail_after(30):
                     reply = await caller.request("desk", "Please review this plan.")
+            # A plain NATS client with its own trace: the mesh continues it.
+            raw = await nats.connect(nats_url)
+            try:
+                with anyio.fail_after(30):
+                    answer = await raw.request(
+                        "mesh.agent.desk.run",
+                        b"Please review this too.",
+                        timeout=25,
+                        headers={"traceparent": f"00-{RAW_TRACE}-{RAW_SPAN}-01"},
+                    )
+            finally:
+                await raw.close()
         # The nodes have stopped, and flushed their spans on the way out.
     provider.shutdown()
     assert reply.ok, reply.error
+    assert json.loads(answer.data)["error"] is None
+    raw_spans = [span for span in receiver.spans if span.trace_id == RAW_TRACE]
+    assert {span.service for span in raw_spans} == {f"node-{agent}" for agent in AGENTS}
+    raw_top = next(span for span in raw_spans if span.name == "process mesh.agent.desk.run")
+    assert raw_top.parent_span_id == RAW_SPAN
     assert reply.output["route"] == "review"
 
     (root,) = caller_spans.get_finished_spans()
     trace_id = f"{root.context.trace_id:032x}"
-    spans = receiver.spans
+    spans = [span for span in receiver.spans if span.trace_id != RAW_TRACE]
     assert {span.trace_id for span in spans} == {trace_id}
     assert {span.service for span in spans} == {f"node-{agent}" for agent in AGENTS}
 
