@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) bench/bus.py
+
+# The hostile-input properties with many more examples, and 20,000 messages at a live node.
+fuzz: $(STAMP)
+	MESH_FUZZ_MESSAGES=20000 $(PY) -m pytest tests/test_hostile_input.py --no-cov \
+		--hypothesis-profile=fuzz -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage*

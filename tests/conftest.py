@@ -9,11 +9,17 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from mesh.bus import Bus, open_bus
 from mesh.llm.registry import OFFLINE_VARIABLE
 from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
 from mesh.server import NatsServerProcess
+
+# `make fuzz`: the hostile-input properties at length (`--hypothesis-profile=fuzz`).
+settings.register_profile(
+    "fuzz", max_examples=20_000, deadline=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
