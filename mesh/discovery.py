@@ -12,6 +12,7 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import anyio
 from nats.micro.service import (
     EndpointInfo,
     EndpointStats,
@@ -21,6 +22,7 @@ from nats.micro.service import (
     ServiceVerb,
     control_subject,
 )
+from pydantic import BaseModel
 
 from mesh.bus import Bus, Message, Subscription
 from mesh.subjects import queue_group
@@ -28,7 +30,7 @@ from mesh.subjects import queue_group
 if TYPE_CHECKING:
     from mesh.host import AgentHost
 
-__all__ = ["ServiceResponder"]
+__all__ = ["AgentSummary", "ServiceResponder", "survey"]
 
 
 class ServiceResponder:
@@ -126,3 +128,66 @@ class ServiceResponder:
     async def _answer(self, message: Message, body: dict[str, object]) -> None:
         if message.reply:
             await self._bus.publish(message.reply, json.dumps(body).encode())
+
+
+class AgentSummary(BaseModel):
+    """One agent of a running mesh, over all its instances (from ``$SRV.STATS``)."""
+
+    name: str
+    version: str
+    instances: int
+    """Processes serving it now."""
+    requests: int
+    """Tasks answered, over all instances since they started."""
+    errors: int
+    """Of which failed."""
+    average_ms: float
+    """Mean time a task took."""
+    in_flight: int
+    """Tasks running now."""
+
+
+async def survey(bus: Bus, *, wait: float = 0.5) -> list[AgentSummary]:
+    """Ask every service of the mesh for its stats and sum them by agent.
+
+    Discovery is scatter-gather: every instance answers, and nobody says how many there are,
+    so the answers are collected for ``wait`` seconds.
+
+    Returns:
+        One summary per agent, by name.
+    """
+    inbox = bus.new_inbox()
+    found: dict[str, list[ServiceStats]] = {}
+
+    async def collect(message: Message) -> None:
+        try:
+            stats = ServiceStats.from_dict(json.loads(message.data))
+        except (ValueError, KeyError, TypeError):
+            return  # not a service's stats: someone else's answer
+        found.setdefault(stats.name, []).append(stats)
+
+    subscription = await bus.subscribe(inbox, collect)
+    try:
+        await bus.publish(control_subject(ServiceVerb.STATS), b"", reply=inbox)
+        await anyio.sleep(wait)
+    finally:
+        await subscription.unsubscribe()
+    summaries = []
+    for name, instances in sorted(found.items()):
+        endpoints = [endpoint for stats in instances for endpoint in stats.endpoints]
+        requests = sum(endpoint.num_requests for endpoint in endpoints)
+        processing = sum(endpoint.processing_time for endpoint in endpoints)
+        summaries.append(
+            AgentSummary(
+                name=name,
+                version=instances[0].version,
+                instances=len(instances),
+                requests=requests,
+                errors=sum(endpoint.num_errors for endpoint in endpoints),
+                average_ms=processing / max(1, requests) / 1e6,
+                in_flight=sum(
+                    int((endpoint.data or {}).get("in_flight", 0)) for endpoint in endpoints
+                ),
+            )
+        )
+    return summaries

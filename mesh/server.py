@@ -41,6 +41,7 @@ class NatsServerProcess:
 
     Args:
         jetstream: Enable JetStream with a private store directory.
+        port: The client port; -1 (default) for any free one.
         args: Extra command-line arguments (e.g. ``["--max_payload", "2048"]``).
         startup_timeout: Seconds to wait for the server to accept clients.
     """
@@ -49,10 +50,12 @@ class NatsServerProcess:
         self,
         *,
         jetstream: bool = False,
+        port: int = -1,
         args: Sequence[str] = (),
         startup_timeout: float = 10.0,
     ) -> None:
         self._jetstream = jetstream
+        self._port = port
         self._args = list(args)
         self._startup_timeout = startup_timeout
         self._dir: tempfile.TemporaryDirectory[str] | None = None
@@ -68,7 +71,7 @@ class NatsServerProcess:
         """
         self._dir = tempfile.TemporaryDirectory(prefix="mesh-nats-")
         workdir = Path(self._dir.name)
-        command = [find_nats_server(), "-a", "127.0.0.1", "-p", "-1"]
+        command = [find_nats_server(), "-a", "127.0.0.1", "-p", str(self._port)]
         command += ["--ports_file_dir", str(workdir)]
         if self._jetstream:
             command += ["-js", "-sd", str(workdir / "jetstream")]
