@@ -30,7 +30,7 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(PY) bench/bus.py
+	$(PY) bench/run.py
 
 # The hostile-input properties with many more examples, and 20,000 messages at a live node.
 fuzz: $(STAMP)

@@ -17,29 +17,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
-import gc
-import hashlib
 import json
 import os
-import platform
 import signal
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import msgpack
 import nats
-from _traced_node import AGENT as TRACED_AGENT  # beside this script, on its sys.path
+
+# Beside this script, on its sys.path.
+from _harness import ROOT, Call, Figure, Interrupted, Target, measure_all
+from _processes import Responder, ignore_error, running, started
+from _record import environment, write_results
+from _traced_node import AGENT as TRACED_AGENT
 from _traced_node import discarding_tracing
 from nats.aio.client import Client
 
@@ -47,135 +44,22 @@ from agents.echo import EchoAgent
 from mesh.bus import Bus, Message
 from mesh.node import READY as NODE_READY
 from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
-from mesh.server import NatsServerProcess, find_nats_server
+from mesh.server import NatsServerProcess
 from mesh.sidecar import READY as SIDECAR_READY
 from mesh.subjects import task_subject
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-RESULTS = HERE / "results"
 
 PAYLOAD = "hello"
 """The input of every request: a small string, so the figures are per-message overhead."""
 IN_FLIGHT = 100
 REQUEST_TIMEOUT = 5.0
 """Seconds one request may take before the run fails."""
-START_TIMEOUT = 20.0
-"""Seconds a responder process may take to print its ready line."""
-STOP_TIMEOUT = 3.0
-"""Seconds a responder process may take to exit on SIGTERM before it is killed (an idle echo
-exits at once; a node whose server is already gone waits on nats-py's 10 s flush timeout)."""
-MEASURE_GRACE = 30.0
-"""Seconds a measurement may overrun its window (the requests still in flight) before failing."""
 
 RAW_SUBJECT = "bench.echo"
 RAW_READY = "bench.echo ready"
 JSON_HEADERS = {"Content-Type": "application/json"}
 MSGPACK_HEADERS = {"Content-Type": "application/msgpack"}
-
-RuntimeT = TypeVar("RuntimeT", bound=Runtime)
-Call = Callable[[], Awaitable[None]]
-"""One request/reply round trip; raises if the reply is not the echo of `PAYLOAD`."""
-
-
-class Interrupted(Exception):
-    """Ctrl-C during a measurement."""
-
-
-# -- figures -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Run:
-    """One measurement window of one figure."""
-
-    requests: int
-    seconds: float
-    p50_us: float
-    p99_us: float
-
-    @property
-    def throughput(self) -> float:
-        """Requests completed per second."""
-        return self.requests / self.seconds
-
-    @classmethod
-    def of(cls, latencies: list[float], seconds: float) -> Run:
-        """The run of these per-request latencies (seconds) over a window of ``seconds``."""
-        cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-        return cls(len(latencies), seconds, cuts[49] * 1e6, cuts[98] * 1e6)
-
-
-@dataclass(frozen=True)
-class Spread:
-    """Median and range of one quantity over the repetitions."""
-
-    median: float
-    min: float
-    max: float
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Spread:
-        return cls(statistics.median(values), min(values), max(values))
-
-
-@dataclass
-class Figure:
-    """A scenario measured ``--repeat`` times: how it is called, and its runs so far."""
-
-    key: str
-    label: str
-    in_flight: int
-    call: Call
-    runs: list[Run] = field(default_factory=list)
-
-    def throughput(self) -> Spread:
-        return Spread.of([run.throughput for run in self.runs])
-
-    def p50_us(self) -> Spread:
-        return Spread.of([run.p50_us for run in self.runs])
-
-    def p99_us(self) -> Spread:
-        return Spread.of([run.p99_us for run in self.runs])
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "in_flight": self.in_flight,
-            "throughput_rps": vars(self.throughput()),
-            "p50_us": vars(self.p50_us()),
-            "p99_us": vars(self.p99_us()),
-            "runs": [{**vars(run), "throughput_rps": run.throughput} for run in self.runs],
-        }
-
-
-@dataclass(frozen=True)
-class Target:
-    """The mesh must keep at least ``minimum`` of a baseline's throughput."""
-
-    label: str
-    mesh: str
-    baseline: str
-    minimum: float
-
-    def judge(self, figures: dict[str, Figure]) -> Verdict:
-        """Ratio of the medians, and the spread of the ratios of repetitions run side by side."""
-        mesh, baseline = figures[self.mesh], figures[self.baseline]
-        ratio = mesh.throughput().median / baseline.throughput().median
-        paired = [
-            m.throughput / b.throughput for m, b in zip(mesh.runs, baseline.runs, strict=True)
-        ]
-        return Verdict(ratio, Spread.of(paired), ratio >= self.minimum)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """How the mesh did against one target."""
-
-    ratio: float
-    paired: Spread
-    passed: bool
-
 
 TARGETS = (
     Target("mesh over NATS, one at a time", "nats_mesh_1", "nats_raw_1", 0.70),
@@ -188,66 +72,7 @@ TARGETS = (
     Target("mesh in memory, one at a time", "memory_mesh_1", "memory_asyncio_1", 0.30),
     Target("traced, sidecar on, one at a time", "nats_traced_1", "nats_raw_1", 0.60),
 )
-
-
-# -- measuring ---------------------------------------------------------------------------------
-
-
-async def measure(call: Call, *, seconds: float, in_flight: int, stop: asyncio.Event) -> Run:
-    """Run ``call`` for ``seconds`` by ``in_flight`` concurrent requesters and time each call.
-
-    A requester starts no new request once the window is over or ``stop`` is set; the
-    window's length includes the requests still in flight at its end.
-
-    Raises:
-        Interrupted: ``stop`` was set.
-        TimeoutError: The run overran its window by more than `MEASURE_GRACE` seconds.
-    """
-    latencies: list[float] = []
-    started = time.perf_counter()
-    end = started + seconds
-
-    async def requester() -> None:
-        now = time.perf_counter()
-        while now < end and not stop.is_set():
-            await call()
-            done = time.perf_counter()
-            latencies.append(done - now)
-            now = done
-
-    # Plain asyncio: the harness must add the same, smallest cost to every figure.
-    async with asyncio.timeout(seconds + MEASURE_GRACE):
-        if in_flight == 1:
-            await requester()
-        else:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(in_flight):
-                    group.create_task(requester())
-    if stop.is_set():
-        raise Interrupted
-    return Run.of(latencies, time.perf_counter() - started)
-
-
-async def measure_all(
-    figures: list[Figure], *, seconds: float, warmup: float, repeat: int, stop: asyncio.Event
-) -> None:
-    """Warm every figure up, then measure them all ``repeat`` times, interleaved.
-
-    Raises:
-        Interrupted: ``stop`` was set.
-    """
-    for figure in figures:
-        await measure(figure.call, seconds=warmup, in_flight=figure.in_flight, stop=stop)
-    for round_ in range(1, repeat + 1):
-        for figure in figures:
-            gc.collect()
-            run = await measure(figure.call, seconds=seconds, in_flight=figure.in_flight, stop=stop)
-            figure.runs.append(run)
-            print(
-                f"  [{round_}/{repeat}] {figure.key:<22} {run.throughput:>9,.0f} req/s"
-                f"  p50 {run.p50_us:>8,.1f} us  p99 {run.p99_us:>9,.1f} us",
-                flush=True,
-            )
+"""This script's own targets (the earlier ones); ``bench/run.py`` judges issue 11's."""
 
 
 def _check(output: object) -> None:
@@ -345,9 +170,13 @@ async def bare_asyncio_call() -> AsyncIterator[Call]:
 
 
 def nats_figures(
-    client: Client, runtime: DistributedRuntime, traced: DistributedRuntime
+    client: Client,
+    runtime: DistributedRuntime,
+    traced: DistributedRuntime,
+    *,
+    levels: Sequence[int] = (1, IN_FLIGHT),
 ) -> list[Figure]:
-    """The figures over NATS, each one at a time and with `IN_FLIGHT` in flight."""
+    """The figures over NATS, at each number of requests in flight."""
     scenarios = [
         ("nats_raw", "raw nats-py -> raw responder", raw_nats_call(client)),
         ("nats_mesh", "runtime.call -> node (msgpack)", mesh_call(runtime)),
@@ -358,88 +187,8 @@ def nats_figures(
     return [
         Figure(f"{key}_{in_flight}", label, in_flight, call)
         for key, label, call in scenarios
-        for in_flight in (1, IN_FLIGHT)
+        for in_flight in levels
     ]
-
-
-# -- processes ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Responder:
-    """A process that answers requests once it has printed its ready line."""
-
-    name: str
-    command: list[str]
-    ready: str
-
-
-@asynccontextmanager
-async def running(responders: Sequence[Responder], *, log_dir: Path) -> AsyncIterator[None]:
-    """Run the responders until the block ends, then stop them all at once.
-
-    Raises:
-        RuntimeError: One exited or did not print its ready line within `START_TIMEOUT`.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_") and k != "NATS_URL"}
-    env["PYTHONPATH"] = str(ROOT)
-    processes: list[asyncio.subprocess.Process] = []
-    try:
-        for responder in responders:
-            log = log_dir / f"{responder.name}.log"
-            with log.open("wb") as stderr:
-                process = await asyncio.create_subprocess_exec(
-                    *responder.command, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=ROOT
-                )
-            processes.append(process)
-            await _wait_ready(process, responder.ready, log)
-        yield
-    finally:
-        await asyncio.gather(*(_stop(process) for process in processes))
-
-
-async def _wait_ready(process: asyncio.subprocess.Process, ready: str, log: Path) -> None:
-    assert process.stdout is not None
-    try:
-        line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)
-    except TimeoutError:
-        line = b""
-    if not line.decode(errors="replace").startswith(ready):
-        output = (await asyncio.to_thread(log.read_text, errors="replace"))[-2000:]
-        raise RuntimeError(f"{log.stem} did not start: {line!r}\n{output}")
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-
-
-@asynccontextmanager
-async def started(runtime: RuntimeT) -> AsyncIterator[RuntimeT]:
-    """``runtime``, started; stopped at the end, quietly if the run failed or was interrupted.
-
-    After a failure (Ctrl-C reaches nats-server too) the server may be gone, and the stop's
-    own error would only hide the first one.
-    """
-    await runtime.start()
-    try:
-        yield runtime
-    except BaseException:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(STOP_TIMEOUT):
-                await runtime.stop()
-        raise
-    await runtime.stop()
-
-
-async def _ignore(error: Exception) -> None:
-    """nats-py error callback: a broken connection shows up as a failed request anyway."""
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -487,7 +236,7 @@ async def run(url: str, *, seconds: float, warmup: float, repeat: int) -> list[F
         responders = [raw, node, traced_node, sidecar]
         await stack.enter_async_context(running(responders, log_dir=log_dir))
         client = await nats.connect(
-            url, connect_timeout=5, max_reconnect_attempts=0, error_cb=_ignore
+            url, connect_timeout=5, max_reconnect_attempts=0, error_cb=ignore_error
         )
         stack.push_async_callback(client.close)
         remote = await stack.enter_async_context(
@@ -544,54 +293,6 @@ def report(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
-def environment() -> dict[str, Any]:
-    """The machine and the versions the figures were measured with."""
-    server = subprocess.run(
-        [find_nats_server(), "--version"], capture_output=True, text=True, timeout=10, check=False
-    )
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-    )
-    return {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": _cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average": os.getloadavg(),
-        },
-        "versions": {
-            "agent-mesh": metadata.version("agent-mesh"),
-            "git": commit.stdout.strip() or None,
-            "sources_sha256": _sources_digest(),
-            "nats-py": metadata.version("nats-py"),
-            "nats-server": server.stdout.strip() or server.stderr.strip(),
-            "msgpack": metadata.version("msgpack"),
-            "pydantic": metadata.version("pydantic"),
-        },
-    }
-
-
-def _sources_digest() -> str:
-    """A digest of the measured code, which ``git describe --dirty`` alone cannot tell apart."""
-    digest = hashlib.sha256()
-    for path in sorted([*ROOT.glob("mesh/**/*.py"), *ROOT.glob("agents/**/*.py")]):
-        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def save(
     figures: list[Figure], started: dt.datetime, about: dict[str, Any], settings: dict[str, Any]
 ) -> Path:
@@ -605,12 +306,7 @@ def save(
         "figures": {figure.key: figure.to_json() for figure in figures},
         "targets": targets,
     }
-    text = json.dumps(document, indent=2) + "\n"
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"bus-{started:%Y-%m-%dT%H%M%S}.json"
-    path.write_text(text)
-    (RESULTS / "latest.json").write_text(text)
-    return path
+    return write_results(document, f"bus-{started:%Y-%m-%dT%H%M%S}")
 
 
 def _parser() -> argparse.ArgumentParser:
