@@ -2,9 +2,10 @@
 
 Precedence, highest first: overrides (CLI flags), ``MESH_*`` variables (``__`` nests, e.g.
 ``MESH_AGENTS__ECHO__TIMEOUT``; names are matched case-insensitively, so an agent reached this
-way has a lower-case name), ``NATS_URL`` (``bus.url`` only), the file, the defaults. Loading
-either returns a complete, valid config or raises one `ConfigError` listing every problem with
-where it came from: the file and line of the key, or the variable.
+way has a lower-case name), ``NATS_URL`` and the nats CLI's credential variables (``bus`` only,
+see `mesh._bus_settings`), the file, the defaults. Loading either returns a complete, valid
+config or raises one `ConfigError` listing every problem with where it came from: the file and
+line of the key, or the variable.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pydantic.fields import FieldInfo
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from mesh._bus_settings import ClientName, lift_url_credentials, nats_environment
 from mesh._config_sources import (
     ENV_PREFIX,
     ConfigError,
@@ -43,9 +45,11 @@ from mesh._config_sources import (
     read_yaml,
 )
 from mesh.agent import Agent
+from mesh.bus.auth import NatsAuth
+from mesh.delivery import Delivery, DurableSettings, RetryPolicy
 from mesh.errors import UnknownAgentError
 from mesh.llm.config import LLMConfig
-from mesh.refs import REFERENCES, Pieces, References
+from mesh.refs import REFERENCES, AgentRef, Pieces, References
 from mesh.subjects import validate_agent_name
 from mesh.tracing import TracingConfig
 
@@ -138,17 +142,41 @@ class Defaults(BaseModel):
     max_depth: int = Field(default=32, ge=1)
     """Longest call path (agents above a task, the caller included); deeper tasks are refused
     with ``depth_exceeded``: the guard against cycles (A calls B calls A ...)."""
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    """How callers retry a failed try of a call (``no_responders``, an idempotent call's
+    ``timeout``, retryable errors listed in ``retry_on``), with backoff, within the deadline."""
+    delivery: Delivery = Delivery.CORE
+    """How tasks reach agents: ``core`` (request/reply, at most once) or ``durable`` (a
+    JetStream work queue, at least once; needs NATS with JetStream)."""
+    durable: DurableSettings = Field(default_factory=DurableSettings)
+    """Tries, node silence, result retention and deduplication of durable tasks."""
 
 
-class BusConfig(BaseModel):
-    """Where the mesh's messages travel."""
+class BusConfig(NatsAuth):
+    """Where the mesh's messages travel, and who this process is to NATS.
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    The credentials and TLS (`NatsAuth`: ``user``/``password``, ``token``, ``nkey_seed_file``,
+    ``creds_file``, ``tls``) come from here, ``MESH_BUS__*`` or the nats CLI's variables
+    (`mesh._bus_settings.NATS_VARIABLES`); secrets show as ``**********`` everywhere.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, hide_input_in_errors=True
+    )
 
     url: str | None = None
-    """NATS server URL (several may be given, comma separated); ``None`` is the in-memory bus."""
+    """NATS server URL (several may be given, comma separated); ``None`` is the in-memory bus.
+    A ``user:password@`` (or ``token@``) in it is moved to ``user`` and ``password`` (``token``)."""
     name: str | None = None
     """Connection name the server shows for this client."""
+    clients: dict[ClientName, list[AgentRef]] | None = None
+    """For ``mesh nats-config``: the programs outside the mesh that call it, each with the
+    agents it may call; ``None``: one, ``default``, that may call ``entry`` (or every agent)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_out_of_url(cls, data: Any) -> Any:
+        return lift_url_credentials(data)
 
 
 class AgentSpec(BaseModel):
@@ -166,6 +194,18 @@ class AgentSpec(BaseModel):
     """Seconds per task without a deadline; ``None`` is ``defaults.timeout``."""
     replicas: int = Field(default=1, ge=1)
     """How many node processes ``mesh up`` starts."""
+    delivery: Delivery | None = None
+    """``core`` or ``durable``; ``None`` is ``defaults.delivery``."""
+    retry: RetryPolicy | None = None
+    """How callers retry calls to this agent; ``None`` is ``defaults.retry``."""
+    idempotent: bool = False
+    """Running a task twice does no harm (no side effects, or its own guard on
+    ``ctx.task.idempotency_key``): a try that timed out may be tried again."""
+    max_deliver: int | None = Field(default=None, ge=1)
+    """Tries of a durable task; ``None`` is ``defaults.durable.max_deliver``."""
+    ack_wait: float | None = Field(default=None, ge=1)
+    """Seconds of node silence before a durable task is tried elsewhere; ``None`` is
+    ``defaults.durable.ack_wait``."""
 
     @field_validator("kind")
     @classmethod
@@ -368,8 +408,11 @@ def load_config(
         file = str(path)
         data, lines = read_yaml(file)
         layers.append((data, lambda loc: (file, closest(lines, loc))))
-    if nats_url := environ.get("NATS_URL"):
-        layers.append(({"bus": {"url": nats_url}}, lambda loc: ("$NATS_URL", None)))
+    nats_values, nats_variables = nats_environment(environ)
+    if nats_values:
+        layers.append(
+            ({"bus": nats_values}, lambda loc: (f"${closest(nats_variables, loc)}", None))
+        )
     layers.append((env_source(), lambda loc: (f"${closest(env_vars, loc)}", None)))
     layers.append((overrides or {}, lambda loc: (None, None)))
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from mesh.bus import Subscription
+    from mesh.delivery import RetryPolicy
     from mesh.llm.instrument import LLMCall
     from mesh.llm.model import Model
     from mesh.llm.types import ChatMessage, ModelResponse, ToolSpec
@@ -100,6 +101,8 @@ class Context:
         *,
         timeout: float | None = None,
         context: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Reply:
         """Send a task to ``agent`` and return its reply, failed or not (errors never raise).
 
@@ -108,6 +111,9 @@ class Context:
             input: What it works on.
             timeout: Seconds to allow; capped by what is left of this task's deadline.
             context: Metadata merged over this task's context for the callee.
+            idempotency_key: The same for every try of this logical task: a callee that
+                finished it answers again from the stored reply (see `subjects.md`).
+            retry: How to retry; default: the callee's policy from the config.
         """
         parent = self.task
         merged = {**parent.context, **(context or {})} if parent else dict(context or {})
@@ -117,9 +123,12 @@ class Context:
             sender=self.agent,
             context=merged,
             path=list(self.path),
+            idempotency_key=idempotency_key,
         )
         self.calls_made += 1
-        reply = await self._runtime.send(agent, task, timeout=timeout, deadline=self.deadline)
+        reply = await self._runtime.send(
+            agent, task, timeout=timeout, deadline=self.deadline, retry=retry
+        )
         self.add_usage(reply.usage)
         return reply
 
@@ -130,14 +139,23 @@ class Context:
         *,
         timeout: float | None = None,
         context: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Any:
-        """Send a task to ``agent`` and return its output.
+        """Send a task to ``agent`` and return its output (options as for `request`).
 
         Raises:
             MeshError: The callee's error, rebuilt as the same class (e.g. `NoRespondersError`,
                 `DeadlineExceededError`, or whatever the callee raised).
         """
-        reply = await self.request(agent, input, timeout=timeout, context=context)
+        reply = await self.request(
+            agent,
+            input,
+            timeout=timeout,
+            context=context,
+            idempotency_key=idempotency_key,
+            retry=retry,
+        )
         return reply.unwrap()
 
     async def call_many(

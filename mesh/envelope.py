@@ -119,10 +119,13 @@ class Task(BaseModel):
     """Who sent it: the calling agent's name, or a client's."""
     context: dict[str, Any] = Field(default_factory=dict)
     """Metadata passed down the call tree (caller-defined keys)."""
-    deadline: float | None = None
+    deadline: float | None = Field(default=None, allow_inf_nan=False)
     """Absolute deadline, Unix time in seconds; past it the work is abandoned."""
     path: list[str] = Field(default_factory=list)
     """Agents the call went through, from the top; the guard against cycles and depth."""
+    idempotency_key: str | None = None
+    """The same for every try of one logical task: a host that finished a task with this key
+    (for this agent) answers again with the stored reply instead of running it again."""
 
     def remaining(self, now: float | None = None) -> float | None:
         """Seconds left before the deadline (negative once past), or ``None`` without one."""

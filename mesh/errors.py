@@ -20,7 +20,8 @@
     ├── DepthExceededError        RecursionError depth_exceeded
     ├── NoRouteError              LookupError    no_route
     ├── InsufficientAgreementError               insufficient_agreement
-    └── InvalidOutputError        ValueError     invalid_output
+    ├── InvalidOutputError        ValueError     invalid_output
+    └── IdempotencyConflictError  ValueError     idempotency_conflict
 
 A reply carries ``{"code", "message", "retryable"}``; :func:`error_from_info` turns it back
 into the same class on the caller's side, on either bus. Foreign exceptions are translated
@@ -41,6 +42,7 @@ __all__ = [
     "DeadlineExceededError",
     "DepthExceededError",
     "ErrorCode",
+    "IdempotencyConflictError",
     "InsufficientAgreementError",
     "InvalidJsonError",
     "InvalidMsgpackError",
@@ -78,6 +80,7 @@ class ErrorCode(StrEnum):
     NO_ROUTE = "no_route"
     INSUFFICIENT_AGREEMENT = "insufficient_agreement"
     INVALID_OUTPUT = "invalid_output"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
 
 
 class MeshError(Exception):
@@ -221,6 +224,12 @@ class InvalidOutputError(MeshError, ValueError):
     code = ErrorCode.INVALID_OUTPUT
 
 
+class IdempotencyConflictError(MeshError, ValueError):
+    """A task reused an idempotency key that an earlier task with another input holds."""
+
+    code = ErrorCode.IDEMPOTENCY_CONFLICT
+
+
 _BY_CODE: dict[ErrorCode, type[MeshError]] = {
     cls.code: cls
     for cls in (
@@ -242,6 +251,7 @@ _BY_CODE: dict[ErrorCode, type[MeshError]] = {
         NoRouteError,
         InsufficientAgreementError,
         InvalidOutputError,
+        IdempotencyConflictError,
     )
 }
 

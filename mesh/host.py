@@ -9,8 +9,10 @@ goes on serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import PydanticSerializationError
@@ -21,6 +23,7 @@ from mesh.context import Context
 from mesh.envelope import ErrorInfo, Reply, Task
 from mesh.errors import (
     AgentError,
+    BadSchemaError,
     DeadlineExceededError,
     DepthExceededError,
     ErrorCode,
@@ -31,11 +34,13 @@ from mesh.errors import (
 from mesh.errors import (
     CancelledError as TaskCancelledError,
 )
+from mesh.ledger import is_final
 from mesh.subjects import TELEMETRY_TASK, queue_group, task_subject
 from mesh.telemetry import TaskRecord
 
 if TYPE_CHECKING:
     from mesh.agent import Agent
+    from mesh.durable import Turn
     from mesh.runtime import Runtime
 
 __all__ = ["AgentHost", "HostStats"]
@@ -61,6 +66,7 @@ _STATUS = {
     ErrorCode.AUTH_FAILED: 401,
     ErrorCode.BUDGET_EXCEEDED: 402,
     ErrorCode.DEPTH_EXCEEDED: 508,
+    ErrorCode.IDEMPOTENCY_CONFLICT: 409,
 }
 
 
@@ -100,6 +106,8 @@ class AgentHost:
         max_depth: int,
     ) -> None:
         self.agent = agent
+        self.max_concurrency = max_concurrency
+        """Tasks run at once."""
         self.stats = HostStats()
         self._runtime = runtime
         self._timeout = timeout
@@ -111,7 +119,8 @@ class AgentHost:
         self._slots = asyncio.Semaphore(max_concurrency)
         self._subscription: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._running: dict[str, _Stop] = {}
+        # A list per id: a retried task may arrive while its first try still runs here.
+        self._running: dict[str, list[_Stop]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._meta = {"agent": agent.name, "instance": runtime.instance}
@@ -150,22 +159,47 @@ class AgentHost:
         # Runs in the subscription's delivery task: only wait for a slot, never for the agent.
         arrived = time.perf_counter_ns()
         await self._slots.acquire()
-        task = asyncio.create_task(self._handle(message, arrived))
+        task = asyncio.create_task(self.handle(message, arrived))
+        task.add_done_callback(self._release)
+        self._own(task)
+
+    def detach(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task the host owns (`stop` waits for it, `close` cancels it);
+        it takes a slot with `slot` itself (the durable worker's deliveries)."""
+        self._own(asyncio.create_task(work))
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One of the ``max_concurrency`` slots, held while the block runs."""
+        async with self._slots:
+            yield
+
+    def _own(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         self._idle.clear()
-        task.add_done_callback(self._done)
+        task.add_done_callback(self._forget)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+    def _release(self, task: asyncio.Task[None]) -> None:
         self._slots.release()
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
         if not self._tasks:
             self._idle.set()
 
-    async def _handle(self, message: Message, arrived: int) -> None:
+    async def handle(self, message: Message, arrived: int, turn: Turn | None = None) -> None:
+        """Answer one message: run its task, reply (unless ``turn`` will deliver it again),
+        count it and publish its `TaskRecord`. Never raises.
+
+        Args:
+            message: The task message.
+            arrived: `time.perf_counter_ns` when it arrived (for the queue time).
+            turn: The durable delivery it came in, if it did.
+        """
         started = time.perf_counter_ns()
         try:
-            reply, encoding = await self._answer(message)
-            if message.reply:
+            reply, encoding = await self._answer(message, turn)
+            if message.reply and not (turn is not None and turn.redeliver):
                 await self._respond(message.reply, reply, encoding)
             elapsed = time.perf_counter_ns() - started
             self._count(reply, elapsed)
@@ -177,6 +211,8 @@ class AgentHost:
                 outcome="ok" if reply.error is None else reply.error.code,
                 duration_ms=elapsed / 1e6,
                 queue_ms=(started - arrived) / 1e6,
+                replayed=bool(reply.meta.get("replayed")),
+                delivery=None if turn is None else turn.number,
             )
             for listener in self._runtime.task_listeners:
                 listener(record)
@@ -184,7 +220,7 @@ class AgentHost:
         except Exception:  # noqa: BLE001 - a failed reply must not take the host down
             _log.exception("agent %r: could not answer a task", self.agent.name)
 
-    async def _answer(self, message: Message) -> tuple[Reply, Encoding]:
+    async def _answer(self, message: Message, turn: Turn | None) -> tuple[Reply, Encoding]:
         try:
             task, encoding = decode_task(
                 message.data, message.headers, max_bytes=self._max_message_bytes
@@ -193,9 +229,87 @@ class AgentHost:
             return Reply.failure("", exc, meta=self._meta), sniff(message.data, message.headers)
         tracing = self._runtime.tracing
         with tracing.processing(self.subject, task, self.agent.name, message.headers) as span:
-            reply = await self._run(task)
+            try:
+                key = self._runtime.ledger.key_for(self.agent.name, task, durable=turn is not None)
+            except ValueError as exc:
+                key, reply = None, self._refused(task, BadSchemaError(str(exc)))
+            else:
+                reply = await (self._run(task) if key is None else self._run_once(task, key, turn))
+                if turn is not None and not turn.redeliver and task.idempotency_key is not None:
+                    await turn.keep(task, reply)  # its result by task id, too
             tracing.finish_processing(span, reply)
         return reply, encoding
+
+    async def _run_once(self, task: Task, key: str, turn: Turn | None) -> Reply:
+        """Run ``task`` at most once per ledger entry: answer again from a stored reply, wait
+        for a try running elsewhere, or claim the entry, run, and settle it."""
+        ledger = self._runtime.ledger
+        now = time.time()
+        remaining = task.remaining(now)
+        until = now + (self._timeout if remaining is None else min(self._timeout, remaining))
+        try:
+            claimed = await ledger.begin(
+                key,
+                task,
+                until=until,
+                delivery=turn.number if turn else None,
+                lease=turn.ack_wait if turn else None,
+            )
+        except MeshError as exc:
+            if turn is not None and exc.retryable:
+                turn.retry_later()  # the ledger is out of reach: try again, do not answer
+            return self._refused(task, exc)
+        if isinstance(claimed, Reply):
+            meta = {**claimed.meta, "replayed": True}
+            update = {"id": task.id, "correlation_id": task.correlation_id, "meta": meta}
+            return claimed.model_copy(update=update)
+        if turn is not None:
+            turn.claimed(claimed)
+        try:
+            if turn is not None and turn.beyond_limit:
+                # The last try's node went silent: no more tries, only the dead letter.
+                reply = await turn.dead_letter(task, None, claimed)
+            else:
+                async with ledger.hold(claimed):
+                    reply = await self._run(task)
+                error = reply.error
+                if error is not None and not is_final(reply):
+                    if turn is not None and error.retryable:
+                        if not turn.is_last(task):
+                            await ledger.release(claimed, error)
+                            turn.retry_later()
+                            return reply
+                        reply = await turn.dead_letter(task, reply, claimed)
+                    elif turn is None or task.idempotency_key is not None:
+                        # Cancelled or out of time: the key stays free for another try (a
+                        # durable task's own copy is kept by id, as its answer).
+                        await ledger.release(claimed, error)
+                        return reply
+                    # else: a durable task's own entry: cancelled or expired is its answer.
+        except MeshError as exc:  # the ledger or the dead-letter stream is out of reach
+            with contextlib.suppress(MeshError):
+                await ledger.release(claimed, None)
+            if turn is not None:
+                turn.retry_later()
+            return self._refused(task, exc)
+        except BaseException:
+            # Shut down mid-task: give the claim back, so that the next try need not wait
+            # for its lease to run out.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(ledger.release(claimed, None))
+            raise
+        try:
+            if turn is None:
+                return await ledger.finish(claimed, reply)
+            return await turn.persist(task, lambda: ledger.finish(claimed, reply))
+        except MeshError as exc:
+            _log.warning("task %s: result not stored: %s", task.id, exc)
+            if turn is not None:
+                turn.retry_later()  # unstored, a durable task is not done
+            return reply  # a core caller still gets the answer
+
+    def _refused(self, task: Task, exc: MeshError) -> Reply:
+        return Reply.failure(task.id, exc, correlation_id=task.correlation_id, meta=self._meta)
 
     async def _run(self, task: Task) -> Reply:
         started = time.perf_counter()
@@ -251,7 +365,7 @@ class AgentHost:
         assert current is not None
         stop = _Stop(current)
         timer = asyncio.get_running_loop().call_later(allowed, stop.fire, _DEADLINE)
-        self._running[task.id] = stop
+        self._running.setdefault(task.id, []).append(stop)
         try:
             return await self.agent.execute(task, ctx)
         except asyncio.CancelledError as exc:
@@ -264,14 +378,18 @@ class AgentHost:
             raise TaskCancelledError("the caller cancelled the task") from exc
         finally:
             timer.cancel()
-            del self._running[task.id]
+            stops = self._running[task.id]
+            stops.remove(stop)
+            if not stops:
+                del self._running[task.id]
 
     def cancel(self, task_id: str) -> bool:
         """Cancel the task ``task_id`` if it runs here; the agent sees `asyncio.CancelledError`."""
-        stop = self._running.get(task_id)
-        if stop is None:
+        stops = self._running.get(task_id)
+        if not stops:
             return False
-        stop.fire(_CANCELLED)
+        for stop in stops:
+            stop.fire(_CANCELLED)
         return True
 
     async def _respond(self, subject: str, reply: Reply, encoding: Encoding) -> None:

@@ -7,12 +7,11 @@ from the configuration: a NATS URL or none.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -21,23 +20,27 @@ import anyio
 import anyio.abc
 from pydantic import BaseModel
 
-from mesh.bus import Bus, Message, Subscription, open_bus
-from mesh.codec import decode, decode_reply, encode
+from mesh._sending import REPLY_GRACE, Sender
+from mesh.bus import Bus, Message, NatsAuth, NatsBus, Subscription, open_bus
+from mesh.bus.jetstream import JetStream
+from mesh.bus.kv import InMemoryKeyValue, KeyValueStore, NatsKeyValue
+from mesh.codec import decode, encode
 from mesh.context import Context, EventHandler
+from mesh.delivery import AgentDelivery, Delivery, DurableSettings, RetryPolicy
 from mesh.discovery import ServiceResponder
+from mesh.durable import DurableWorker
 from mesh.envelope import Event, Reply, Task
 from mesh.errors import (
     DeadlineExceededError,
     MeshError,
-    MeshTimeoutError,
-    NoRespondersError,
     UnknownAgentError,
 )
 from mesh.host import AgentHost
+from mesh.ledger import Ledger
 from mesh.llm.config import LLMConfig
 from mesh.llm.pricing import PriceBook
 from mesh.llm.registry import ModelRegistry
-from mesh.subjects import cancel_subject, event_subject, task_subject, validate_agent_name
+from mesh.subjects import cancel_subject, durable_subject, event_subject, validate_agent_name
 from mesh.telemetry import TaskRecord
 from mesh.tracing import Tracing
 
@@ -45,7 +48,7 @@ if TYPE_CHECKING:
     from mesh.agent import Agent
     from mesh.config import MeshConfig
 
-__all__ = ["DistributedRuntime", "LocalRuntime", "Runtime"]
+__all__ = ["REPLY_GRACE", "RESULTS_BUCKET", "DistributedRuntime", "LocalRuntime", "Runtime"]
 
 _log = logging.getLogger("mesh.runtime")
 
@@ -55,8 +58,8 @@ DEFAULT_MAX_CONCURRENCY = 16
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_MAX_DEPTH = 32
 _CANCELLED_EARLY_KEPT = 1024
-REPLY_GRACE = 0.5
-"""Seconds a caller waits past the deadline, so the callee's own deadline reply arrives first."""
+RESULTS_BUCKET = "mesh_results"
+"""The JetStream KV bucket of the ledger: durable results and idempotency keys."""
 
 
 class _Registration:
@@ -85,6 +88,15 @@ class Runtime:
         llm: How agents reach models (providers, scripted models, prices).
         tracing: Where this runtime's spans go; ``None``: no tracing (nothing is traced and
             no trace header is sent).
+        retry: How calls are tried again (default `RetryPolicy()`); an agent's own policy in
+            ``deliveries`` wins.
+        durable: How durable tasks are held, tried and kept, and the lease of idempotency keys.
+        deliveries: How each agent is delivered to (from the config): its delivery mode,
+            retry policy, whether it is idempotent. Agents not in it: core, ``retry``.
+        auth: Credentials and TLS for NATS (`mesh.bus.NatsAuth`; the config's ``bus``).
+
+    Raises:
+        ValueError: A durable agent on the in-memory bus (durable delivery needs NATS).
     """
 
     def __init__(
@@ -101,8 +113,13 @@ class Runtime:
         drain_timeout: float = 30.0,
         llm: LLMConfig | None = None,
         tracing: Tracing | None = None,
+        retry: RetryPolicy | None = None,
+        durable: DurableSettings | None = None,
+        deliveries: Mapping[str, AgentDelivery] | None = None,
+        auth: NatsAuth | None = None,
     ) -> None:
         self.url = url
+        self._auth = auth
         self.name = name
         self.instance = secrets.token_hex(8)
         """Unique id of this runtime (the service instance id in discovery)."""
@@ -123,6 +140,16 @@ class Runtime:
         self.task_listeners: list[Callable[[TaskRecord], None]] = []
         """Called with the record of every task a hosted agent answered, before it is
         published on ``mesh.telemetry.task`` (e.g. a node's own metrics); must not block."""
+        self._retry = retry or RetryPolicy()
+        self._durable = durable or DurableSettings()
+        self._deliveries = dict(deliveries or {})
+        for agent in self._deliveries:
+            self._refuse_durable_in_memory(agent)
+        self._sender = Sender(self, durable=self._durable)
+        self._ledger: Ledger | None = None
+        self.jetstream: JetStream | None = None
+        """JetStream on the runtime's connection, once started on NATS (else ``None``)."""
+        self._workers: list[DurableWorker] = []
         self._registrations: dict[str, _Registration] = {}
         self._hosts: list[AgentHost] = []
         self._cancelled_early: OrderedDict[str, None] = OrderedDict()
@@ -147,7 +174,10 @@ class Runtime:
 
         Raises:
             UnknownAgentError: A name in ``agents`` is not in the configuration.
+            ConfigError: An agent is durable but the bus is in memory.
         """
+        from mesh.config import ConfigError, ConfigProblem
+
         names = list(config.agents) if agents is None else list(agents)
         for name in names:
             if name not in config.agents:
@@ -163,7 +193,39 @@ class Runtime:
             "known_agents": list(config.agents) or None,
             "llm": config.llm,
             "tracing": Tracing.from_config(config.tracing),
+            "auth": config.bus,
+            "retry": config.defaults.retry,
+            "durable": config.defaults.durable,
+            "deliveries": {
+                name: AgentDelivery(
+                    delivery=spec.delivery or config.defaults.delivery,
+                    retry=spec.retry,
+                    idempotent=spec.idempotent,
+                    max_deliver=spec.max_deliver,
+                    ack_wait=spec.ack_wait,
+                )
+                for name, spec in config.agents.items()
+            },
         }
+        if not config.bus.url:
+            durable = [
+                name
+                for name, delivery in options["deliveries"].items()
+                if delivery.delivery is Delivery.DURABLE
+            ]
+            if durable:
+                raise ConfigError(
+                    [
+                        ConfigProblem(
+                            config.source,
+                            None,
+                            f"agents.{name}.delivery",
+                            "durable delivery needs NATS with JetStream (bus.url or NATS_URL); "
+                            "the in-memory bus keeps nothing beyond this process",
+                        )
+                        for name in durable
+                    ]
+                )
         runtime: Runtime
         if config.bus.url:
             runtime = DistributedRuntime(config.bus.url, **options)
@@ -185,17 +247,28 @@ class Runtime:
         *,
         max_concurrency: int | None = None,
         timeout: float | None = None,
+        delivery: AgentDelivery | None = None,
     ) -> None:
         """Host ``agent`` once the runtime starts.
 
+        Args:
+            agent: The agent.
+            max_concurrency: Tasks run at once (default: the runtime's).
+            timeout: Seconds a task without a deadline may run (default: the runtime's).
+            delivery: How tasks reach it (default: as in ``deliveries``, else core).
+
         Raises:
-            ValueError: An agent of that name is registered already.
+            ValueError: An agent of that name is registered already, or it is durable on the
+                in-memory bus.
             RuntimeError: The runtime has started.
         """
         if self._stack is not None:
             raise RuntimeError("register agents before the runtime starts")
         if agent.name in self._registrations:
             raise ValueError(f"an agent named {agent.name!r} is registered already")
+        if delivery is not None:
+            self._deliveries[agent.name] = delivery
+            self._refuse_durable_in_memory(agent.name)
         self._registrations[agent.name] = _Registration(
             agent,
             max_concurrency or self._max_concurrency,
@@ -217,6 +290,32 @@ class Runtime:
         if self._bus is None:
             raise RuntimeError("the runtime has not started: use `async with runtime:`")
         return self._bus
+
+    @property
+    def ledger(self) -> Ledger:
+        """Results and idempotency keys (a JetStream KV bucket on NATS), once started.
+
+        Raises:
+            RuntimeError: The runtime has not started.
+        """
+        if self._ledger is None:
+            raise RuntimeError("the runtime has not started: use `async with runtime:`")
+        return self._ledger
+
+    def delivery(self, agent: str) -> AgentDelivery:
+        """How tasks reach ``agent`` (core with the runtime's policy unless configured)."""
+        return self._deliveries.get(agent) or AgentDelivery()
+
+    def retry_policy(self, agent: str) -> RetryPolicy:
+        """The policy calls to ``agent`` are tried under."""
+        return self.delivery(agent).retry or self._retry
+
+    def _refuse_durable_in_memory(self, agent: str) -> None:
+        if self.url is None and self.delivery(agent).delivery is Delivery.DURABLE:
+            raise ValueError(
+                f"agent {agent!r} is durable: durable delivery needs NATS with JetStream, "
+                "and this runtime is on the in-memory bus"
+            )
 
     @property
     def hosts(self) -> list[AgentHost]:
@@ -245,11 +344,21 @@ class Runtime:
             return
         stack = AsyncExitStack()
         try:
-            self._bus = await stack.enter_async_context(open_bus(self.url, name=self.name))
+            opened = open_bus(self.url, name=self.name, auth=self._auth)
+            self._bus = await stack.enter_async_context(opened)
+            store: KeyValueStore
+            if isinstance(self._bus, NatsBus):
+                self.jetstream = JetStream(self._bus.client)
+                store = NatsKeyValue(
+                    self._bus.client, RESULTS_BUCKET, ttl=self._durable.results_ttl
+                )
+            else:
+                store = InMemoryKeyValue(ttl=self._durable.results_ttl)
+            self._ledger = Ledger(store, instance=self.instance, lease=self._durable.ack_wait)
             group = await stack.enter_async_context(anyio.create_task_group())
             self._stack = stack
             for registration in self._registrations.values():
-                await self._serve(registration)
+                await self._serve(registration, group)
             if self._hosts:
                 await self._bus.subscribe(cancel_subject("*"), self._on_cancel)
             registered = self._registrations.values()
@@ -272,6 +381,8 @@ class Runtime:
         try:
             for responder in self._responders:
                 await responder.stop()
+            for worker in self._workers:
+                worker.stop()
             try:
                 with anyio.move_on_after(self._drain_timeout) as drain:
                     async with anyio.create_task_group() as group:
@@ -292,9 +403,12 @@ class Runtime:
             await stack.aclose()
             self._hosts.clear()
             self._responders.clear()
+            self._workers.clear()
             self._bus = None
+            self._ledger = None
+            self.jetstream = None
 
-    async def _serve(self, registration: _Registration) -> None:
+    async def _serve(self, registration: _Registration, group: anyio.abc.TaskGroup) -> None:
         if not registration.agent.handles_tasks:
             return
         host = AgentHost(
@@ -307,6 +421,23 @@ class Runtime:
         )
         await host.start()
         self._hosts.append(host)
+        delivery = self.delivery(host.agent.name)
+        if delivery.delivery is Delivery.DURABLE and self.jetstream is not None:
+            settings = self._durable.model_copy(
+                update={
+                    "max_deliver": delivery.max_deliver or self._durable.max_deliver,
+                    "ack_wait": delivery.ack_wait or self._durable.ack_wait,
+                }
+            )
+            worker = DurableWorker(
+                host,
+                self.jetstream,
+                self.ledger,
+                settings=settings,
+                retry=self.retry_policy(host.agent.name),
+            )
+            self._workers.append(worker)
+            group.start_soon(worker.run)
         if self._discovery:
             responder = ServiceResponder(self.bus, host, self.instance)
             await responder.start()
@@ -334,9 +465,28 @@ class Runtime:
         *,
         timeout: float | None = None,
         context: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Reply:
-        """Send a task to ``agent`` and return its reply, failed or not (see `Context.request`)."""
-        return await self._client().request(agent, input, timeout=timeout, context=context)
+        """Send a task to ``agent`` and return its reply, failed or not (errors never raise).
+
+        Args:
+            agent: The callee's name.
+            input: What it works on.
+            timeout: Seconds to allow (default: the runtime's ``timeout``).
+            context: Metadata for the callee (``task.context``).
+            idempotency_key: The same for every try of this logical task (your own retries
+                included): a host that finished it answers again from the stored reply.
+            retry: How to try again (default: the agent's policy, else the runtime's).
+        """
+        task = Task(
+            input=input,
+            sender=self.name,
+            context=dict(context or {}),
+            path=[self.name],
+            idempotency_key=idempotency_key,
+        )
+        return await self.send(agent, task, timeout=timeout, retry=retry)
 
     async def call(
         self,
@@ -345,13 +495,23 @@ class Runtime:
         *,
         timeout: float | None = None,
         context: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Any:
-        """Send a task to ``agent`` and return its output.
+        """Send a task to ``agent`` and return its output (arguments as for `request`).
 
         Raises:
             MeshError: The callee's error as its own class (see `Context.call`).
         """
-        return await self._client().call(agent, input, timeout=timeout, context=context)
+        reply = await self.request(
+            agent,
+            input,
+            timeout=timeout,
+            context=context,
+            idempotency_key=idempotency_key,
+            retry=retry,
+        )
+        return reply.unwrap()
 
     async def call_many(
         self,
@@ -371,11 +531,13 @@ class Runtime:
         *,
         timeout: float | None = None,
         deadline: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Reply:
         """Deliver a task built by a `Context` and return the reply; failures come as replies.
 
         The task's deadline is set here: ``timeout`` (or the default) from now, never past
-        ``deadline``.
+        ``deadline``. A core agent's task is tried again under ``retry`` (default: the agent's
+        policy); a durable agent's goes through its JetStream stream.
         """
         now = time.time()
         allowed = timeout if timeout is not None else self._timeout
@@ -386,23 +548,63 @@ class Runtime:
             self._check_callee(agent)
             if allowed <= 0:
                 raise DeadlineExceededError(f"no time left to call {agent!r}")
-            subject = task_subject(agent)
-            try:
-                with self.tracing.sending(subject, task, agent) as headers:
-                    message = await self.bus.request(
-                        subject, encode(task), timeout=allowed + REPLY_GRACE, headers=headers
-                    )
-            except NoRespondersError as exc:
-                raise NoRespondersError(f"no node is serving agent {agent!r}") from exc
-            except (asyncio.CancelledError, MeshTimeoutError):
-                # The caller gave up: the callee's work, and its own calls, are not wanted.
-                await self._cancel_remote(task.id)
-                raise
-            return decode_reply(message.data, message.headers)
+            delivery = self.delivery(agent)
+            if delivery.delivery is Delivery.DURABLE:
+                return await self._sender.durable(agent, task)
+            idempotent = delivery.idempotent or task.idempotency_key is not None
+            policy = retry or self.retry_policy(agent)
+            return await self._sender.core(agent, task, policy, idempotent=idempotent)
         except MeshError as exc:
             return Reply.failure(task.id, exc, correlation_id=task.correlation_id)
 
-    async def _cancel_remote(self, task_id: str) -> None:
+    async def submit(
+        self,
+        agent: str,
+        input: Any,
+        *,
+        timeout: float | None = None,
+        context: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Hand a task to a durable agent and return its id at once; fetch the reply later
+        with `result` (from this process or any other).
+
+        Raises:
+            ValueError: ``agent`` is not durable.
+            MeshError: The stream did not take the task before its deadline.
+        """
+        self._check_callee(agent)
+        if self.delivery(agent).delivery is not Delivery.DURABLE:
+            raise ValueError(f"agent {agent!r} is not durable: use call or request")
+        task = Task(
+            input=input,
+            sender=self.name,
+            context=dict(context or {}),
+            path=[self.name],
+            idempotency_key=idempotency_key,
+            deadline=time.time() + (self._timeout if timeout is None else timeout),
+        )
+        with self.tracing.sending(durable_subject(agent), task, agent) as headers:
+            await self._sender.publish(agent, task, headers=dict(headers or {}))
+        return task.id
+
+    async def result(self, task_id: str, *, wait: float = 0.0) -> Reply | None:
+        """The reply of the durable task ``task_id`` (kept ``results_ttl``), from any runtime.
+
+        Args:
+            task_id: The task's id (`submit` returns it; a reply carries it).
+            wait: Seconds to wait for it if it has no reply yet.
+
+        Returns:
+            The reply, or ``None`` if there is none (yet, or any more).
+
+        Raises:
+            MeshError: The result store (JetStream) cannot be reached.
+        """
+        return await self._sender.stored(task_id, wait=wait)
+
+    async def cancel_remote(self, task_id: str) -> None:
+        """Publish a cancel for ``task_id`` (``mesh.cancel.<task_id>``); never raises."""
         with anyio.CancelScope(shield=True):
             try:
                 await self.bus.publish(cancel_subject(task_id), b"")

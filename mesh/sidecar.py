@@ -31,7 +31,9 @@ from pydantic import BaseModel
 from mesh._prometheus import MetricsServer
 from mesh._sidecar_metrics import MalformedRecordError, TelemetryMetrics
 from mesh.bus import Bus, Message, NatsBus, Subscription
+from mesh.bus.auth import BusAuthError, NatsAuth
 from mesh.codec import decode
+from mesh.config import ConfigError, load_config
 from mesh.errors import MeshError
 from mesh.llm.instrument import LLMCall
 from mesh.subjects import TELEMETRY_LLM, TELEMETRY_PATTERN, TELEMETRY_TASK
@@ -159,12 +161,18 @@ def _connected(bus: Bus) -> Callable[[], float]:
     return lambda: 1.0
 
 
-async def _connect(url: str) -> NatsBus:
-    """Connect to NATS, trying again until it answers: the sidecar may start first."""
+async def _connect(url: str, auth: NatsAuth | None = None) -> NatsBus:
+    """Connect to NATS, trying again until it answers: the sidecar may start first.
+
+    Raises:
+        BusAuthError: The server refused the credentials (trying again would not help).
+    """
     wait = 1.0
     while True:
         try:
-            return await NatsBus.connect(url, name="mesh-sidecar")
+            return await NatsBus.connect(url, name="mesh-sidecar", auth=auth)
+        except BusAuthError:
+            raise
         except ConnectionError as exc:
             _log.warning("%s; trying again in %gs", exc, wait)
         await anyio.sleep(wait)
@@ -178,6 +186,7 @@ async def run_sidecar(
     addr: str = "0.0.0.0",
     sidecar: Sidecar | None = None,
     ready: Callable[[MetricsServer], Any] | None = None,
+    auth: NatsAuth | None = None,
 ) -> None:
     """Serve ``/metrics`` and count the telemetry of the mesh at ``url`` until cancelled.
 
@@ -189,15 +198,17 @@ async def run_sidecar(
         addr: Address to bind.
         sidecar: The sidecar to run (a fresh one by default).
         ready: Called with the metrics server once subscribed.
+        auth: Credentials and TLS for NATS.
 
     Raises:
         OSError: The port cannot be bound.
+        BusAuthError: NATS refused the credentials.
     """
     sidecar = sidecar or Sidecar()
     server = MetricsServer(sidecar.registry, port, addr=addr)
     bus: NatsBus | None = None
     try:
-        bus = await _connect(url)
+        bus = await _connect(url, auth)
         await sidecar.attach(bus)
         await bus.flush()
         _log.info("counting the telemetry of %s on %s", url, server.url)
@@ -232,14 +243,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(url: str, port: int, addr: str) -> None:
+async def _serve(url: str, port: int, addr: str, auth: NatsAuth | None) -> None:
     def announce(server: MetricsServer) -> None:
         print(f"{READY}: metrics={server.url} port={server.port}", flush=True)
 
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with anyio.create_task_group() as group:
             group.start_soon(
-                functools.partial(run_sidecar, url, port=port, addr=addr, ready=announce)
+                functools.partial(run_sidecar, url, port=port, addr=addr, ready=announce, auth=auth)
             )
             async for _ in signals:
                 group.cancel_scope.cancel()
@@ -252,11 +263,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:  # credentials and TLS from MESH_BUS__* and NATS_* (and out of the URL)
+        bus = load_config(overrides={"bus": {"url": args.nats}}).bus
+    except ConfigError as exc:
+        print(f"mesh.sidecar: invalid bus settings:\n{exc}", file=sys.stderr)
+        return 2
     failed: BaseException | None = None
+    refused: BaseException | None = None
     try:
-        anyio.run(_serve, args.nats, args.port, args.addr)
+        anyio.run(_serve, bus.url or args.nats, args.port, args.addr, bus)
+    except* BusAuthError as group:
+        refused = group.exceptions[0]
     except* OSError as group:  # from the task group: the port could not be bound
         failed = group.exceptions[0]
+    if refused is not None:
+        print(f"mesh.sidecar: {refused}", file=sys.stderr)
+        return 1
     if failed is not None:
         where = f"{args.addr}:{args.port}"
         print(f"mesh.sidecar: cannot serve /metrics on {where}: {failed}", file=sys.stderr)

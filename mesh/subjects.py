@@ -9,6 +9,8 @@ __all__ = [
     "TELEMETRY_PATTERN",
     "TELEMETRY_TASK",
     "cancel_subject",
+    "dead_letter_subject",
+    "durable_subject",
     "event_subject",
     "queue_group",
     "task_subject",
@@ -18,11 +20,11 @@ __all__ = [
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 TELEMETRY_LLM = "mesh.telemetry.llm"
-"""One event per model call (reserved; the LLM layer publishes it)."""
+"""One `LLMCall` per model call."""
 TELEMETRY_TASK = "mesh.telemetry.task"
-"""One event per task handled (reserved)."""
+"""One `TaskRecord` per task a host handled."""
 TELEMETRY_PATTERN = "mesh.telemetry.pattern"
-"""Pattern metrics (reserved)."""
+"""One `PatternRun` per pattern execution."""
 
 
 def validate_agent_name(name: str) -> str:
@@ -56,3 +58,13 @@ def event_subject(agent: str, kind: str) -> str:
 def cancel_subject(task_id: str) -> str:
     """Where a cancel for a running task is sent: ``mesh.cancel.<task_id>`` (reserved)."""
     return f"mesh.cancel.{task_id}"
+
+
+def durable_subject(agent: str) -> str:
+    """Where durable tasks for ``agent`` are published: ``mesh.durable.<agent>.run``."""
+    return f"mesh.durable.{agent}.run"
+
+
+def dead_letter_subject(agent: str) -> str:
+    """Where ``agent``'s tasks go after their last failed try: ``mesh.dead.<agent>``."""
+    return f"mesh.dead.{agent}"

@@ -33,6 +33,10 @@ class TaskRecord(BaseModel):
     """From decoding the task to its reply being ready."""
     queue_ms: float = 0.0
     """Waiting for a free slot (``max_concurrency``) before it started."""
+    replayed: bool = False
+    """Answered from a stored reply (idempotency key, durable redelivery), not run."""
+    delivery: int | None = None
+    """Which JetStream delivery of a durable task this was (1 for the first)."""
     time: float = Field(default_factory=time.time)
     """When it ended, Unix time in seconds."""
 

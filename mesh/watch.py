@@ -29,7 +29,9 @@ from pydantic import BaseModel
 
 from mesh._cost_table import CostReport, Grouping, cost_report, format_cost
 from mesh.bus import Bus, Message, NatsBus
+from mesh.bus.auth import NatsAuth
 from mesh.codec import decode
+from mesh.config import ConfigError, load_config
 from mesh.errors import MeshError
 from mesh.llm.instrument import LLMCall
 from mesh.subjects import TELEMETRY_LLM, TELEMETRY_PATTERN, TELEMETRY_TASK
@@ -202,13 +204,13 @@ async def watch_bus(
         print(f"-- {totals}", file=out, flush=True)
 
 
-async def watch(url: str, out: TextIO, **options: Any) -> None:
-    """`watch_bus` on NATS at ``url``.
+async def watch(url: str, out: TextIO, *, auth: NatsAuth | None = None, **options: Any) -> None:
+    """`watch_bus` on NATS at ``url`` (with ``auth``'s credentials and TLS, if given).
 
     Raises:
-        ConnectionError: NATS cannot be reached.
+        ConnectionError: NATS cannot be reached, or refused the credentials.
     """
-    async with await NatsBus.connect(url, name="mesh-watch") as bus:
+    async with await NatsBus.connect(url, name="mesh-watch", auth=auth) as bus:
         await watch_bus(bus, out, **options)
 
 
@@ -242,6 +244,11 @@ def _watch_parser() -> argparse.ArgumentParser:
 def watch_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mesh watch``; returns the exit code."""
     args = _watch_parser().parse_args(argv)
+    try:  # credentials and TLS from MESH_BUS__* and NATS_* (and out of the URL)
+        settings = load_config(overrides={"bus": {"url": args.nats}}).bus
+    except ConfigError as exc:
+        print(f"mesh watch: invalid bus settings:\n{exc}", file=sys.stderr)
+        return 2
 
     async def run() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -253,7 +260,8 @@ def watch_main(argv: Sequence[str] | None = None) -> int:
 
                 group.start_soon(stop_on_signal)
                 kinds = args.kind or tuple(KINDS)
-                await watch(args.nats, sys.stdout, kinds=kinds, count=args.count)
+                url = settings.url or args.nats
+                await watch(url, sys.stdout, auth=settings, kinds=kinds, count=args.count)
                 group.cancel_scope.cancel()
 
     failed: BaseException | None = None

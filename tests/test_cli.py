@@ -100,3 +100,60 @@ def test_demo_shows_calls_and_structured_errors(capsys: pytest.CaptureFixture[st
     assert int(total[4]) == sum(int(row[3]) for row in calls)
     assert float(total[5]) == pytest.approx(sum(float(row[4]) for row in calls), abs=1e-8)
     assert total[6:] == ["3", "calls"]
+
+
+def test_run_prints_usage_and_cost_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", EXAMPLE, "hello"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "HELLO\n"
+    assert captured.err.startswith("-- 0 model calls, 0 tokens in, 0 out, cost $0.000000, ")
+
+
+def test_validate_says_ok_with_the_agents(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(ROOT / "examples" / "router.yaml")
+    assert cli.main(["validate", path]) == 0
+    assert (
+        capsys.readouterr().out == f"{path}: ok, 4 agents (ask, triage, cheap, smart), entry ask\n"
+    )
+
+
+def test_validate_reports_every_problem_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "m.yaml"
+    config.write_text(
+        "agents:\n  fan:\n    kind: parallel\n    branches: [ghost]\n  x: {kind: nope}\n"
+    )
+    assert cli.main(["validate", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}:4: agents.fan.branches.0.agent: unknown agent 'ghost'" in err
+    assert f"{config}:5: agents.x.kind: unknown kind 'nope'" in err
+
+
+def test_agents_needs_a_running_mesh(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["agents", "--nats", "nats://127.0.0.1:1"]) == 1
+    assert "cannot connect to NATS" in capsys.readouterr().err
+
+
+def test_up_refuses_an_invalid_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "m.yaml"
+    config.write_text("agents:\n  x: {kind: nope}\n")
+    assert cli.main(["up", str(config)]) == 2
+    assert f"{config}:2" in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_agents_lists_each_agent_with_its_instances(nats_url: str, tmp_path: Path) -> None:
+    async with (
+        run_node("echo", nats_url=nats_url, log_dir=tmp_path),
+        run_node("echo", nats_url=nats_url, log_dir=tmp_path),
+        run_node("upper", nats_url=nats_url, log_dir=tmp_path),
+    ):
+        with anyio.fail_after(30):
+            result = await anyio.run_process(
+                [sys.executable, "-m", "mesh", "agents", "--nats", nats_url, "--json"],
+                check=False,
+            )
+    assert result.returncode == 0, result.stderr.decode()
+    found = {agent["name"]: agent["instances"] for agent in json.loads(result.stdout)}
+    assert found == {"echo": 2, "upper": 1}

@@ -321,7 +321,7 @@ async def test_node_serves_its_own_metrics_on_request(
         with anyio.fail_after(10):
             for text in ("a", "b"):
                 await client.request("mesh.agent.echo.run", text.encode(), timeout=5)
-            await client.request("mesh.agent.echo.run", b"{\"input\": ", timeout=5)
+            await client.request("mesh.agent.echo.run", b'{"input": ', timeout=5)
             async with httpx2.AsyncClient(timeout=10) as http:
                 scraped = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
     samples = {

@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
+import anyio
 import nats
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
+from mesh.bus.auth import BusAuthError, NatsAuth, is_refusal, redact_url, refusal_error
 from mesh.bus.base import BusClosedError, Handler, Headers, Message
 from mesh.bus.headers import headers_size, normalize_headers
 from mesh.bus.subjects import validate_publish_subject, validate_queue, validate_subscribe_subject
@@ -41,6 +43,7 @@ _GONE = (
 )
 """nats-py's ways of saying the server cannot be reached now: nothing left to drain."""
 _FLUSH_ON_DRAIN = 5  # seconds; bounded, because a server that is gone never answers
+_ABANDON_WAIT = 0.5  # seconds to close a connection the server refused
 
 
 class _NatsSubscription:
@@ -94,6 +97,7 @@ class NatsBus:
         name: str | None = None,
         connect_timeout: float = 5.0,
         connect_attempts: int = 3,
+        auth: NatsAuth | None = None,
     ) -> NatsBus:
         """Connect to NATS: a few attempts per server, then reconnect forever once connected.
 
@@ -102,14 +106,30 @@ class NatsBus:
             name: Connection name shown by the server's monitoring.
             connect_timeout: Seconds for each connection attempt.
             connect_attempts: Attempts per server before giving up on the first connect.
+            auth: Credentials and TLS; ``None``: none (or what the URLs carry).
 
         Raises:
+            BusAuthError: The server refused the credentials or the TLS handshake failed (a
+                `ConnectionError` too); the message names the method, never a secret.
             ConnectionError: No server in ``servers`` could be reached.
         """
         client = Client()
         if isinstance(servers, str):
             servers = [url.strip() for url in servers.split(",") if url.strip()]
         urls = list(servers)
+        shown = redact_url(",".join(urls))  # a URL may carry user:password@
+        auth, urls = (auth or NatsAuth()).with_url_credentials(urls)
+        options = auth.connect_options(urls)
+        connecting = True
+
+        async def on_error(exc: Exception) -> None:
+            # nats-py awaits this inside its connect loop: raising ends the loop at once,
+            # where it would try again (a refusal will not change) and hang after a failed
+            # TLS handshake (it waits for the pre-TLS stream to close, which never happens).
+            if connecting and is_refusal(exc):
+                raise _RefusedError(exc)
+            await _log_error(exc)
+
         try:
             await client.connect(
                 servers=urls,
@@ -120,11 +140,23 @@ class NatsBus:
                 # whitespace and CR/LF refused), so nats-py need not check them again.
                 skip_subject_validation=True,
                 max_reconnect_attempts=connect_attempts,
-                error_cb=_log_error,
+                error_cb=on_error,
+                **options,
             )
+        except _RefusedError as refused:
+            connecting = False  # closing reports errors too: they are the refusal's echo
+            with anyio.move_on_after(_ABANDON_WAIT):  # the same hang as above, bounded
+                await client.close()
+            raise refusal_error(shown, auth, refused.cause) from refused.cause
         except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
+            connecting = False
             await client.close()
-            raise ConnectionError(f"cannot connect to NATS at {', '.join(urls)}") from exc
+            raise ConnectionError(f"cannot connect to NATS at {shown}") from exc
+        connecting = False
+        # nats-py does not insist on TLS when the server does not offer it, even for tls://.
+        if auth.tls_required(urls) and not client._server_info.get("tls_required"):
+            await client.close()
+            raise BusAuthError(f"TLS is required but NATS at {shown} does not use it")
         # nats-py uses one limit for the first connect and for reconnects: once connected,
         # a node must survive a server restart however long it takes.
         client.options["max_reconnect_attempts"] = -1
@@ -278,3 +310,11 @@ def _expire(reply: asyncio.Future[Msg]) -> None:
 
 async def _log_error(exc: Exception) -> None:
     _log.warning("NATS connection error: %s", exc)
+
+
+class _RefusedError(Exception):
+    """Carries a refusal out of nats-py's connect loop."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
