@@ -81,7 +81,7 @@ class Sender:
             wait = short if short is not None and limited else remaining + REPLY_GRACE
             failure: Reply | MeshError
             try:
-                with runtime.tracing.sending(subject, task, agent) as headers:
+                with runtime.tracing.sending(subject, task) as headers:
                     message = await runtime.bus.request(
                         subject, data, timeout=wait, headers=headers
                     )
@@ -139,7 +139,7 @@ class Sender:
         inbox = await self._inbox()
         subject, answer = inbox.expect()
         try:
-            with runtime.tracing.sending(durable_subject(agent), task, agent) as headers:
+            with runtime.tracing.sending(durable_subject(agent), task) as headers:
                 carried = {**(headers or {}), REPLY_TO: subject}
                 await self.publish(agent, task, headers=carried)
             while (left := task.deadline + REPLY_GRACE - time.time()) > 0:

@@ -228,7 +228,7 @@ class AgentHost:
         except MeshError as exc:
             return Reply.failure("", exc, meta=self._meta), sniff(message.data, message.headers)
         tracing = self._runtime.tracing
-        with tracing.processing(self.subject, task, self.agent.name, message.headers) as span:
+        with tracing.processing(self.subject, task, message.headers) as span:
             try:
                 key = self._runtime.ledger.key_for(self.agent.name, task, durable=turn is not None)
             except ValueError as exc:

@@ -584,7 +584,7 @@ class Runtime:
             idempotency_key=idempotency_key,
             deadline=time.time() + (self._timeout if timeout is None else timeout),
         )
-        with self.tracing.sending(durable_subject(agent), task, agent) as headers:
+        with self.tracing.sending(durable_subject(agent), task) as headers:
             await self._sender.publish(agent, task, headers=dict(headers or {}))
         return task.id
 

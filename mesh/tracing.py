@@ -166,17 +166,15 @@ class Tracing:
 
     # -- spans ------------------------------------------------------------------------------
 
-    def sending(
-        self, subject: str, task: Task, agent: str
-    ) -> AbstractContextManager[dict[str, str] | None]:
+    def sending(self, subject: str, task: Task) -> AbstractContextManager[dict[str, str] | None]:
         """A ``send`` span around a request; gives the headers that carry its context.
 
         Gives ``None`` when tracing is off: nothing to carry, no header to send.
         """
-        return _OFF if self._tracer is None else self._sending(subject, task, agent)
+        return _OFF if self._tracer is None else self._sending(subject, task)
 
     @contextmanager
-    def _sending(self, subject: str, task: Task, agent: str) -> Iterator[dict[str, str]]:
+    def _sending(self, subject: str, task: Task) -> Iterator[dict[str, str]]:
         assert self._tracer is not None
         # Few attributes on the per-message spans: the SDK checks each one, on the hot path.
         attributes = _messaging(subject, task, "send")
@@ -188,14 +186,14 @@ class Tracing:
             yield carrier
 
     def processing(
-        self, subject: str, task: Task, agent: str, headers: Mapping[str, str] | None
+        self, subject: str, task: Task, headers: Mapping[str, str] | None
     ) -> AbstractContextManager[Span | None]:
         """A ``process`` span around a task a host runs, child of the sender's context."""
-        return _OFF if self._tracer is None else self._processing(subject, task, agent, headers)
+        return _OFF if self._tracer is None else self._processing(subject, task, headers)
 
     @contextmanager
     def _processing(
-        self, subject: str, task: Task, agent: str, headers: Mapping[str, str] | None
+        self, subject: str, task: Task, headers: Mapping[str, str] | None
     ) -> Iterator[Span]:
         assert self._tracer is not None
         parent = _PROPAGATOR.extract(headers) if headers else otel_context.Context()
