@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from typing import Any
 
 import anyio
@@ -205,3 +206,11 @@ class RecurseAgent(Agent[Any]):
 
     async def execute(self, task: Task, ctx: Context) -> Any:
         return await ctx.call(self.name, int(task.input) + 1)
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now (for a process to bind next)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from mesh.runtime import DistributedRuntime
 from mesh.server import NatsServerProcess
 from tests.nodes import ROOT, run_node
+from tests.support import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -306,14 +307,10 @@ async def test_node_exits_cleanly_when_its_server_is_gone(tmp_path: Path) -> Non
 async def test_node_serves_its_own_metrics_on_request(
     nats_url: str, config_file: Path, tmp_path: Path, client: Client
 ) -> None:
-    import socket
-
     import httpx2
     from prometheus_client.parser import text_string_to_metric_families
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     extra = ["--metrics-port", str(port), "--metrics-addr", "127.0.0.1"]
     async with run_node(
         "echo", nats_url=nats_url, log_dir=tmp_path, config=config_file, extra=extra

@@ -33,6 +33,7 @@ from mesh.telemetry import PatternRun, TaskRecord
 from patterns.parallel import ParallelConfig, ParallelPattern
 from patterns.router import RouterConfig, RouterPattern
 from tests.nodes import ROOT
+from tests.support import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -284,13 +285,6 @@ def _render(sidecar: Sidecar) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(sidecar.registry).decode()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def call_record(tokens: int) -> bytes:

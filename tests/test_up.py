@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,15 +16,9 @@ from mesh.discovery import survey
 from mesh.runtime import DistributedRuntime
 from mesh.up import READY
 from tests.nodes import ROOT
+from tests.support import free_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def gone(pid: int) -> bool:
