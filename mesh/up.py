@@ -32,7 +32,7 @@ from mesh.server import NatsServerProcess
 from mesh.sidecar import DEFAULT_PORT as SIDECAR_PORT
 from mesh.sidecar import READY as SIDECAR_READY
 
-__all__ = ["READY", "main", "up"]
+__all__ = ["READY", "main", "ready_line", "up"]
 
 READY = "mesh up: ready"
 """The line printed once every process serves (tests and scripts wait for it)."""
@@ -104,7 +104,7 @@ async def _process(
         )
     child = _Child(label, process, log)
     try:
-        child.ready_line = await _ready_line(process, ready)
+        child.ready_line = await ready_line(process, ready)
         if not child.ready_line:
             tail = log.read_text(errors="replace")[-1500:]
             raise RuntimeError(f"{label} did not start (log {log}):\n{tail}")
@@ -113,10 +113,12 @@ async def _process(
         await _stop(process)
 
 
-async def _ready_line(process: anyio.abc.Process, ready: str) -> str:
+async def ready_line(process: anyio.abc.Process, ready: str, timeout: float = START_TIMEOUT) -> str:
+    """The first line ``process`` prints if it starts with ``ready`` (within ``timeout``
+    seconds), else ``""``: how a node or the sidecar says it serves."""
     assert process.stdout is not None
     buffer = b""
-    with anyio.move_on_after(START_TIMEOUT):
+    with anyio.move_on_after(timeout):
         while b"\n" not in buffer:
             try:
                 buffer += await process.stdout.receive()

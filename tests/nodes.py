@@ -14,6 +14,7 @@ import anyio
 import anyio.abc
 
 from mesh.node import READY
+from mesh.up import ready_line
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,16 +74,8 @@ async def run_node(
 
 
 async def _wait_ready(process: anyio.abc.Process, timeout: float, log: Path) -> str:
-    assert process.stdout is not None
-    buffer = b""
-    with anyio.move_on_after(timeout):
-        while b"\n" not in buffer:
-            try:
-                buffer += await process.stdout.receive()
-            except anyio.EndOfStream:
-                break
-    line = buffer.decode(errors="replace").splitlines()[0] if buffer else ""
-    if not line.startswith(READY):
+    line = await ready_line(process, READY, timeout)
+    if not line:
         output = await anyio.Path(log).read_text(errors="replace")
-        raise RuntimeError(f"node did not start: {line!r}\n{output}")
+        raise RuntimeError(f"node did not start\n{output}")
     return line.rsplit("instance=", 1)[1]
