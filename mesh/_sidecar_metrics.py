@@ -19,6 +19,10 @@ from mesh.telemetry import PatternRun, TaskRecord
 __all__ = ["MalformedRecordError", "TelemetryMetrics"]
 
 
+_CHILDREN_KEPT = 10_000
+"""(agent, outcome) pairs whose metric children are kept at hand, at most."""
+
+
 class MalformedRecordError(ValueError):
     """A record that decoded but holds impossible values (negative tokens, a NaN latency)."""
 
@@ -90,6 +94,7 @@ class TelemetryMetrics:
         self.task_queue = histogram(
             "mesh_task_queue_seconds", "Waiting for a concurrency slot.", "agent", buckets=SECONDS
         )
+        self._task_children: dict[tuple[str, str], tuple[Counter, Histogram, Histogram]] = {}
         self.runs = counter(
             "mesh_pattern_runs_total", "Pattern runs.", "pattern", "agent", "outcome"
         )
@@ -139,16 +144,31 @@ class TelemetryMetrics:
                 self.llm_ttft.labels(model).observe(amounts["ttft"] / 1000)
 
     def observe_task(self, record: TaskRecord) -> None:
-        """Count one task a host answered.
+        """Count one task a host answered (one per task in the mesh: the sidecar's busiest
+        path, so each agent and outcome's children are looked up once, not per record).
 
         Raises:
             MalformedRecordError: A negative or non-finite duration.
         """
-        amounts = _amounts(duration=record.duration_ms, queue=record.queue_ms)
-        agent = self.label("agent", record.agent)
-        self.tasks.labels(agent, self.label("outcome", record.outcome)).inc()
-        self.task_duration.labels(agent).observe(amounts["duration"] / 1000)
-        self.task_queue.labels(agent).observe(amounts["queue"] / 1000)
+        took, waited = number(record.duration_ms), number(record.queue_ms)
+        if took is None or waited is None:
+            bad = "duration" if took is None else "queue"
+            raise MalformedRecordError(f"not a non-negative number: {bad}")
+        key = (record.agent, record.outcome)
+        children = self._task_children.get(key)
+        if children is None:
+            agent = self.label("agent", record.agent)
+            children = (
+                self.tasks.labels(agent, self.label("outcome", record.outcome)),
+                self.task_duration.labels(agent),
+                self.task_queue.labels(agent),
+            )
+            if len(self._task_children) < _CHILDREN_KEPT:
+                self._task_children[key] = children
+        tasks, duration, queue = children
+        tasks.inc()
+        duration.observe(took / 1000)
+        queue.observe(waited / 1000)
 
     def observe_pattern(self, run: PatternRun) -> int:
         """Count one pattern run: runs, duration, calls, tokens and cost, then the figures of

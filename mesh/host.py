@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ from mesh.errors import (
     CancelledError as TaskCancelledError,
 )
 from mesh.ledger import is_final
-from mesh.subjects import TELEMETRY_TASK, queue_group, task_subject
+from mesh.subjects import queue_group, task_subject
 from mesh.telemetry import TaskRecord
 
 if TYPE_CHECKING:
@@ -116,7 +117,14 @@ class AgentHost:
         # asyncio primitives on the per-message path: anyio's cost several times more per
         # task, and nats-py ties the mesh to asyncio anyway. The host owns its tasks: `stop`
         # waits for them, `close` cancels them.
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._free = max_concurrency
+        # Above max_concurrency, messages (and `slot` waiters) wait here in arrival order and
+        # each freed slot goes straight to the next: no wait-and-wake per message, as with a
+        # semaphore in the subscription's callback. Past `_backlog_limit` the callback waits,
+        # so the rest stays in the bus client's own queue (and its slow-consumer limits).
+        self._backlog: deque[tuple[Message, int] | asyncio.Future[None]] = deque()
+        self._backlog_limit = max(_BACKLOG_MIN, 4 * max_concurrency)
+        self._room: asyncio.Future[None] | None = None
         self._subscription: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         # A list per id: a retried task may arrive while its first try still runs here.
@@ -149,38 +157,87 @@ class AgentHost:
         await self._idle.wait()
 
     async def close(self) -> None:
-        """Cancel the tasks still running (after `stop` ran out of time)."""
+        """Cancel the tasks still running (after `stop` ran out of time); messages still
+        waiting for a slot are dropped unanswered (their callers time out)."""
+        while self._backlog:
+            waiting = self._backlog.popleft()
+            if isinstance(waiting, asyncio.Future):
+                waiting.cancel()
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks))
 
     async def _on_message(self, message: Message) -> None:
-        # Runs in the subscription's delivery task: only wait for a slot, never for the agent.
+        # Runs in the subscription's delivery task: never waits for the agent, and for a slot
+        # only once the backlog is full.
         arrived = time.perf_counter_ns()
-        await self._slots.acquire()
+        if self._free:
+            self._free -= 1
+            self._start(message, arrived)
+            return
+        self._backlog.append((message, arrived))
+        if len(self._backlog) >= self._backlog_limit:
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
+
+    def _start(self, message: Message, arrived: int) -> None:
         task = asyncio.create_task(self.handle(message, arrived))
-        task.add_done_callback(self._release)
-        self._own(task)
+        self._tasks.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._release()
+        if not self._tasks:
+            self._idle.set()
+
+    def _release(self) -> None:
+        """Hand a freed slot to the next waiting message or `slot` caller, else free it."""
+        backlog = self._backlog
+        while backlog:
+            waiting = backlog.popleft()
+            if self._room is not None and len(backlog) < self._backlog_limit:
+                if not self._room.done():
+                    self._room.set_result(None)
+                self._room = None
+            if isinstance(waiting, tuple):
+                self._start(*waiting)
+                return
+            if not waiting.done():  # a `slot` caller that is still waiting
+                waiting.set_result(None)
+                return
+        self._free += 1
 
     def detach(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` as a task the host owns (`stop` waits for it, `close` cancels it);
         it takes a slot with `slot` itself (the durable worker's deliveries)."""
-        self._own(asyncio.create_task(work))
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """One of the ``max_concurrency`` slots, held while the block runs."""
-        async with self._slots:
-            yield
-
-    def _own(self, task: asyncio.Task[None]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         self._idle.clear()
         task.add_done_callback(self._forget)
 
-    def _release(self, task: asyncio.Task[None]) -> None:
-        self._slots.release()
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One of the ``max_concurrency`` slots, held while the block runs."""
+        if self._free:
+            self._free -= 1
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            self._backlog.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._release()  # handed over just as the wait was cancelled
+                raise
+        try:
+            yield
+        finally:
+            self._release()
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -189,7 +246,7 @@ class AgentHost:
 
     async def handle(self, message: Message, arrived: int, turn: Turn | None = None) -> None:
         """Answer one message: run its task, reply (unless ``turn`` will deliver it again),
-        count it and publish its `TaskRecord`. Never raises.
+        count it and record its `TaskRecord`. Never raises.
 
         Args:
             message: The task message.
@@ -214,9 +271,7 @@ class AgentHost:
                 replayed=bool(reply.meta.get("replayed")),
                 delivery=None if turn is None else turn.number,
             )
-            for listener in self._runtime.task_listeners:
-                listener(record)
-            await self._runtime.publish_telemetry(TELEMETRY_TASK, record)
+            self._runtime.record_task(record)
         except Exception:  # noqa: BLE001 - a failed reply must not take the host down
             _log.exception("agent %r: could not answer a task", self.agent.name)
 
@@ -415,6 +470,8 @@ class AgentHost:
             stats.last_error = f"{reply.error.code}: {reply.error.message}"
 
 
+_BACKLOG_MIN = 64
+"""Messages a host holds waiting for a slot, at least (4 x max_concurrency otherwise)."""
 _DEADLINE = "deadline"
 _CANCELLED = "cancelled"
 

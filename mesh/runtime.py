@@ -7,6 +7,7 @@ from the configuration: a NATS URL or none.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import time
@@ -40,8 +41,14 @@ from mesh.ledger import Ledger
 from mesh.llm.config import LLMConfig
 from mesh.llm.pricing import PriceBook
 from mesh.llm.registry import ModelRegistry
-from mesh.subjects import cancel_subject, durable_subject, event_subject, validate_agent_name
-from mesh.telemetry import TaskRecord
+from mesh.subjects import (
+    TELEMETRY_TASK,
+    cancel_subject,
+    durable_subject,
+    event_subject,
+    validate_agent_name,
+)
+from mesh.telemetry import TaskRecord, TaskRecordBatcher
 from mesh.tracing import Tracing
 
 if TYPE_CHECKING:
@@ -140,6 +147,9 @@ class Runtime:
         self.task_listeners: list[Callable[[TaskRecord], None]] = []
         """Called with the record of every task a hosted agent answered, before it is
         published on ``mesh.telemetry.task`` (e.g. a node's own metrics); must not block."""
+        self._task_records = TaskRecordBatcher(
+            functools.partial(self.publish_telemetry, TELEMETRY_TASK)
+        )
         self._retry = retry or RetryPolicy()
         self._durable = durable or DurableSettings()
         self._deliveries = dict(deliveries or {})
@@ -397,6 +407,7 @@ class Runtime:
                     await host.close()
             if self._background is not None:
                 self._background.cancel()
+            await self._task_records.flush()
             await self.bus.drain()
             await anyio.to_thread.run_sync(self.tracing.flush)
         finally:
@@ -645,6 +656,13 @@ class Runtime:
         return Context(self, agent=self.name)
 
     # -- events and telemetry ------------------------------------------------------------------
+
+    def record_task(self, record: TaskRecord) -> None:
+        """Hand the record of a task a hosted agent answered to the `task_listeners`, and to
+        the next batch on ``mesh.telemetry.task``."""
+        for listener in self.task_listeners:
+            listener(record)
+        self._task_records.add(record)
 
     async def publish_telemetry(self, subject: str, record: BaseModel) -> None:
         """Publish a telemetry record (fire-and-forget: a failure is logged, never raised)."""

@@ -37,7 +37,7 @@ from mesh.config import ConfigError, load_config
 from mesh.errors import MeshError
 from mesh.llm.instrument import LLMCall
 from mesh.subjects import TELEMETRY_LLM, TELEMETRY_PATTERN, TELEMETRY_TASK
-from mesh.telemetry import PatternRun, TaskRecord
+from mesh.telemetry import PatternRun, TaskRecord, TaskRecords
 
 __all__ = ["DEFAULT_PORT", "READY", "Sidecar", "main", "run_sidecar"]
 
@@ -49,7 +49,7 @@ READY = "mesh.sidecar ready"
 """The line printed on stdout once the sidecar serves and is subscribed."""
 _KINDS: Mapping[str, tuple[str, type[BaseModel]]] = {
     TELEMETRY_LLM: ("llm", LLMCall),
-    TELEMETRY_TASK: ("task", TaskRecord),
+    TELEMETRY_TASK: ("task", TaskRecords),
     TELEMETRY_PATTERN: ("pattern", PatternRun),
 }
 _RETRY_MAX = 10.0  # seconds between first-connect attempts, at most
@@ -93,7 +93,7 @@ class Sidecar:
 
     @property
     def received(self) -> int:
-        """Telemetry messages received so far, malformed ones included."""
+        """Telemetry records received so far (each of a batch), and malformed messages."""
         return self._seen
 
     async def attach(self, bus: Bus) -> None:
@@ -122,11 +122,22 @@ class Sidecar:
         """
         kind, model = _KINDS[message.subject]
         try:
-            record = decode(message.data, model, message.headers)
-            bad_figures = self._observe(record)
+            body = decode(message.data, model, message.headers)
         except MeshError as exc:
             self._malformed.labels(kind, exc.code.value).inc()
             _log.debug("skipped a malformed %s record: %s", kind, exc)
+            self._seen += 1
+        else:
+            records = body.records if isinstance(body, TaskRecords) else [body]
+            for record in records:
+                self._count(kind, record)
+            self._seen += len(records)
+        if self._arrived is not None:
+            self._arrived.set()
+
+    def _count(self, kind: str, record: BaseModel) -> None:
+        try:
+            bad_figures = self._observe(record)
         except MalformedRecordError as exc:
             self._malformed.labels(kind, "bad_value").inc()
             _log.debug("skipped a %s record with impossible values: %s", kind, exc)
@@ -134,9 +145,6 @@ class Sidecar:
             self._events.labels(kind).inc()
             if bad_figures:  # counted, but some figure was skipped: count the record once
                 self._malformed.labels(kind, "bad_figure").inc()
-        self._seen += 1
-        if self._arrived is not None:
-            self._arrived.set()
 
     def _observe(self, record: BaseModel) -> int:
         if isinstance(record, LLMCall):

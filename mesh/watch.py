@@ -35,7 +35,7 @@ from mesh.config import ConfigError, load_config
 from mesh.errors import MeshError
 from mesh.llm.instrument import LLMCall
 from mesh.subjects import TELEMETRY_LLM, TELEMETRY_PATTERN, TELEMETRY_TASK
-from mesh.telemetry import PatternRun, TaskRecord
+from mesh.telemetry import PatternRun, TaskRecord, TaskRecords
 
 __all__ = [
     "DEFAULT_SIDECAR_URL",
@@ -51,10 +51,10 @@ __all__ = [
 
 KINDS: Mapping[str, tuple[str, type[BaseModel]]] = {
     "llm": (TELEMETRY_LLM, LLMCall),
-    "task": (TELEMETRY_TASK, TaskRecord),
+    "task": (TELEMETRY_TASK, TaskRecords),
     "pattern": (TELEMETRY_PATTERN, PatternRun),
 }
-"""What ``mesh watch --kind`` takes: each kind's subject and record."""
+"""What ``mesh watch --kind`` takes: each kind's subject and message (tasks come in batches)."""
 DEFAULT_SIDECAR_URL = "http://127.0.0.1:9464/metrics"
 """Where ``mesh cost`` reads unless told (or ``MESH_SIDECAR_URL``)."""
 _HIGHLIGHTS: Mapping[str, tuple[str, ...]] = {
@@ -174,20 +174,28 @@ async def watch_bus(
     seen = 0
     done = anyio.Event()
 
-    async def show(model: type[BaseModel], message: Message) -> None:
+    def counted() -> None:
         nonlocal seen
-        try:
-            record = decode(message.data, model, message.headers)
-        except MeshError as exc:
-            totals.malformed += 1
-            print(f"malformed record on {message.subject}: {exc.code.value}", file=out)
-        else:
-            totals.add(record)
-            assert isinstance(record, LLMCall | TaskRecord | PatternRun)
-            print(format_event(record), file=out, flush=True)
         seen += 1
         if count is not None and seen >= count:
             done.set()
+
+    async def show(model: type[BaseModel], message: Message) -> None:
+        try:
+            body = decode(message.data, model, message.headers)
+        except MeshError as exc:
+            totals.malformed += 1
+            print(f"malformed record on {message.subject}: {exc.code.value}", file=out)
+            counted()
+            return
+        records = body.records if isinstance(body, TaskRecords) else [body]
+        for record in records:
+            if done.is_set():
+                return
+            totals.add(record)
+            assert isinstance(record, LLMCall | TaskRecord | PatternRun)
+            print(format_event(record), file=out, flush=True)
+            counted()
 
     subscriptions = []
     for kind in kinds:

@@ -9,11 +9,8 @@ import httpx2
 import pytest
 
 from mesh._prometheus import Labels, read_samples
-from mesh.bus import Message
-from mesh.codec import decode
 from mesh.node_metrics import NodeMetrics
 from mesh.runtime import Runtime
-from mesh.subjects import TELEMETRY_TASK
 from mesh.telemetry import TaskRecord
 from tests.support import FailAgent, PatientAgent
 
@@ -38,16 +35,15 @@ async def test_tasks_real_hosts_answered_are_counted_by_agent_and_outcome(
     seen = 0
     three = anyio.Event()
 
-    async def observe(message: Message) -> None:
+    def observe(record: TaskRecord) -> None:  # as `mesh.node` feeds its metrics
         nonlocal seen
-        metrics.observe(decode(message.data, TaskRecord))
+        metrics.observe(record)
         seen += 1
         if seen == 3:
             three.set()
 
+    runtime.task_listeners.append(observe)
     async with runtime:
-        await runtime.bus.subscribe(TELEMETRY_TASK, observe)
-        await runtime.bus.flush()
         with anyio.fail_after(10):
             for value in ("x", "mesh", "y"):
                 await runtime.request("fail", value)

@@ -198,6 +198,41 @@ async def test_max_concurrency_overlaps_tasks_up_to_the_limit(make_runtime: Make
     assert slow.peak == 8
 
 
+async def test_tasks_beyond_the_hosts_backlog_wait_in_the_bus_and_all_get_replies(
+    make_runtime: MakeRuntime,
+) -> None:
+    # One slot: 1 task runs, 64 wait in the host's backlog, the rest in the bus client.
+    slow = SlowAgent(config=SlowConfig(delay=0.002))
+    rt = make_runtime()
+    rt.register(slow, max_concurrency=1)
+    async with rt:
+        with anyio.fail_after(20):
+            replies = await rt.call_many(["slow"] * 150, inputs=list(range(150)))
+    assert [r.output["input"] for r in replies] == list(range(150))
+    assert slow.peak == 1
+
+
+async def test_stop_answers_the_tasks_waiting_for_a_slot(make_runtime: MakeRuntime) -> None:
+    slow = SlowAgent(config=SlowConfig(delay=0.05))
+    server = make_runtime()
+    server.register(slow, max_concurrency=1)
+    replies: list[Reply] = []
+
+    async def call(n: int) -> None:
+        replies.append(await server.request("slow", n))
+
+    async with server:
+        (host,) = server.hosts
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                for n in range(5):
+                    group.start_soon(call, n)
+                await slow.entered.wait()  # one runs; the others were sent with it
+                await server.bus.flush()
+                await host.stop()
+    assert sorted(r.output["input"] for r in replies) == list(range(5))
+
+
 async def test_stop_answers_tasks_in_flight(make_runtime: MakeRuntime) -> None:
     slow = SlowAgent(config=SlowConfig(delay=0.3))
     server = make_runtime()
