@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_core import PydanticSerializationError
 
+from mesh._stops import CANCELLED, DEADLINE, Deadlines, Stop
 from mesh.bus import Message, Subscription
 from mesh.codec import CONTENT_TYPE, Encoding, decode_task, encode, sniff
 from mesh.context import Context
@@ -128,7 +129,8 @@ class AgentHost:
         self._subscription: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         # A list per id: a retried task may arrive while its first try still runs here.
-        self._running: dict[str, list[_Stop]] = {}
+        self._running: dict[str, list[Stop]] = {}
+        self._deadlines = Deadlines()
         self._idle = asyncio.Event()
         self._idle.set()
         self._meta = {"agent": agent.name, "instance": runtime.instance}
@@ -409,8 +411,8 @@ class AgentHost:
     async def _execute(self, task: Task, ctx: Context, allowed: float) -> Any:
         """Run the agent until it answers, its deadline passes, or its caller cancels it.
 
-        A bare timer that cancels this task, rather than `asyncio.timeout`: the same effect at
-        a fraction of the cost on the path every task takes.
+        The host's one deadline timer cancels this task, rather than `asyncio.timeout` or a
+        timer of its own: the same effect at a fraction of the cost on every task's path.
 
         Raises:
             DeadlineExceededError: The time ran out.
@@ -418,21 +420,21 @@ class AgentHost:
         """
         current = asyncio.current_task()
         assert current is not None
-        stop = _Stop(current)
-        timer = asyncio.get_running_loop().call_later(allowed, stop.fire, _DEADLINE)
+        stop = Stop(current)
+        self._deadlines.add(stop, allowed)
         self._running.setdefault(task.id, []).append(stop)
         try:
             return await self.agent.execute(task, ctx)
         except asyncio.CancelledError as exc:
             if stop.reason is None or current.uncancel() > 0:
                 raise  # cancelled from outside (e.g. shutdown), not for this task
-            if stop.reason == _DEADLINE:
+            if stop.reason == DEADLINE:
                 raise DeadlineExceededError(
                     f"agent {self.agent.name!r} did not finish within {allowed:.3g}s"
                 ) from exc
             raise TaskCancelledError("the caller cancelled the task") from exc
         finally:
-            timer.cancel()
+            self._deadlines.discard(stop)
             stops = self._running[task.id]
             stops.remove(stop)
             if not stops:
@@ -444,7 +446,7 @@ class AgentHost:
         if not stops:
             return False
         for stop in stops:
-            stop.fire(_CANCELLED)
+            stop.fire(CANCELLED)
         return True
 
     async def _respond(self, subject: str, reply: Reply, encoding: Encoding) -> None:
@@ -472,23 +474,6 @@ class AgentHost:
 
 _BACKLOG_MIN = 64
 """Messages a host holds waiting for a slot, at least (4 x max_concurrency otherwise)."""
-_DEADLINE = "deadline"
-_CANCELLED = "cancelled"
-
-
-class _Stop:
-    """Cancels a task once, and remembers why (its deadline, or its caller)."""
-
-    __slots__ = ("reason", "task")
-
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self.task = task
-        self.reason: str | None = None
-
-    def fire(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-            self.task.cancel()
 
 
 def _describe(exc: Exception) -> str:
