@@ -38,7 +38,6 @@ from mesh.errors import (
 )
 from mesh.ledger import is_final
 from mesh.subjects import queue_group, task_subject
-from mesh.telemetry import TaskRecord
 
 if TYPE_CHECKING:
     from mesh.agent import Agent
@@ -262,18 +261,21 @@ class AgentHost:
                 await self._respond(message.reply, reply, encoding)
             elapsed = time.perf_counter_ns() - started
             self._count(reply, elapsed)
-            record = TaskRecord(
-                agent=self.agent.name,
-                instance=self._runtime.instance,
-                task_id=reply.id,
-                correlation_id=reply.correlation_id,
-                outcome="ok" if reply.error is None else reply.error.code,
-                duration_ms=elapsed / 1e6,
-                queue_ms=(started - arrived) / 1e6,
-                replayed=bool(reply.meta.get("replayed")),
-                delivery=None if turn is None else turn.number,
+            # A `TaskRecord`'s fields, as plain values: a model is built only for listeners.
+            self._runtime.record_task(
+                {
+                    "agent": self.agent.name,
+                    "instance": self._runtime.instance,
+                    "task_id": reply.id,
+                    "correlation_id": reply.correlation_id,
+                    "outcome": "ok" if reply.error is None else reply.error.code,
+                    "duration_ms": elapsed / 1e6,
+                    "queue_ms": (started - arrived) / 1e6,
+                    "replayed": bool(reply.meta.get("replayed")),
+                    "delivery": None if turn is None else turn.number,
+                    "time": time.time(),
+                }
             )
-            self._runtime.record_task(record)
         except Exception:  # noqa: BLE001 - a failed reply must not take the host down
             _log.exception("agent %r: could not answer a task", self.agent.name)
 

@@ -657,17 +657,21 @@ class Runtime:
 
     # -- events and telemetry ------------------------------------------------------------------
 
-    def record_task(self, record: TaskRecord) -> None:
-        """Hand the record of a task a hosted agent answered to the `task_listeners`, and to
-        the next batch on ``mesh.telemetry.task``."""
-        for listener in self.task_listeners:
-            listener(record)
-        self._task_records.add(record)
+    def record_task(self, fields: dict[str, Any]) -> None:
+        """Hand the record of a task a hosted agent answered (a `TaskRecord`'s fields) to the
+        `task_listeners`, and to the next batch on ``mesh.telemetry.task``."""
+        if self.task_listeners:
+            record = TaskRecord(**fields)
+            for listener in self.task_listeners:
+                listener(record)
+        self._task_records.add(fields)
 
-    async def publish_telemetry(self, subject: str, record: BaseModel) -> None:
-        """Publish a telemetry record (fire-and-forget: a failure is logged, never raised)."""
+    async def publish_telemetry(self, subject: str, record: BaseModel | bytes) -> None:
+        """Publish a telemetry record, or one written already (fire-and-forget: a failure is
+        logged, never raised)."""
         try:
-            await self.bus.publish(subject, encode(record))
+            data = record if isinstance(record, bytes) else encode(record)
+            await self.bus.publish(subject, data)
         except (MeshError, ConnectionError, RuntimeError, TypeError) as exc:
             _log.debug("telemetry on %s dropped: %s", subject, exc)
 

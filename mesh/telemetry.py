@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+import msgpack
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
@@ -62,19 +63,22 @@ class TaskRecords(BaseModel):
 
 
 class TaskRecordBatcher:
-    """Collects task records and publishes them as `TaskRecords`: ``interval`` seconds after
-    the first record of a batch, or at once when ``max_records`` are waiting. Nothing is
-    published, and no timer runs, while no task is handled.
+    """Collects task records and publishes them as `TaskRecords` (msgpack): ``interval``
+    seconds after the first record of a batch, or at once when ``max_records`` are waiting.
+    Nothing is published, and no timer runs, while no task is handled.
+
+    The records are a `TaskRecord`'s fields as plain values, written as they are: a task's
+    path builds no model for them.
 
     Args:
-        publish: Publishes one batch; failures are its own business (fire-and-forget).
+        publish: Publishes one written batch; failures are its own business (fire-and-forget).
         interval: Seconds a record may wait for its batch.
         max_records: Records in one message, at most.
     """
 
     def __init__(
         self,
-        publish: Callable[[TaskRecords], Coroutine[Any, Any, None]],
+        publish: Callable[[bytes], Coroutine[Any, Any, None]],
         *,
         interval: float = 0.25,
         max_records: int = 256,
@@ -82,13 +86,13 @@ class TaskRecordBatcher:
         self._publish = publish
         self._interval = interval
         self._max_records = max_records
-        self._waiting: list[TaskRecord] = []
+        self._waiting: list[dict[str, Any]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
-    def add(self, record: TaskRecord) -> None:
-        """Queue ``record`` for the next batch (must run on the event loop)."""
-        self._waiting.append(record)
+    def add(self, fields: dict[str, Any]) -> None:
+        """Queue a record (a `TaskRecord`'s fields) for the next batch; on the event loop."""
+        self._waiting.append(fields)
         if len(self._waiting) >= self._max_records:
             self._send()
         elif self._timer is None:
@@ -100,7 +104,7 @@ class TaskRecordBatcher:
             self._timer = None
         if not self._waiting:
             return
-        batch = TaskRecords.model_construct(records=self._waiting)
+        batch = msgpack.packb({"records": self._waiting})
         self._waiting = []
         sending = asyncio.create_task(self._publish(batch))
         self._sending.add(sending)
