@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_core import PydanticSerializationError
 
-from mesh._stops import CANCELLED, DEADLINE, Deadlines, Stop
+from mesh._deadlines import Deadlines
+from mesh._stops import CANCELLED, DEADLINE, Stop, stop_at_deadline
 from mesh.bus import Message, Subscription
 from mesh.codec import CONTENT_TYPE, Encoding, decode_task, encode, sniff
 from mesh.context import Context
@@ -129,7 +130,7 @@ class AgentHost:
         self._tasks: set[asyncio.Task[None]] = set()
         # A list per id: a retried task may arrive while its first try still runs here.
         self._running: dict[str, list[Stop]] = {}
-        self._deadlines = Deadlines()
+        self._deadlines = Deadlines(stop_at_deadline)
         self._idle = asyncio.Event()
         self._idle.set()
         self._meta = {"agent": agent.name, "instance": runtime.instance}

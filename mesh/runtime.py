@@ -65,6 +65,8 @@ DEFAULT_MAX_CONCURRENCY = 16
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_MAX_DEPTH = 32
 _CANCELLED_EARLY_KEPT = 1024
+_CORE = AgentDelivery()
+"""How an agent the runtime was told nothing about is delivered to (frozen, so shared)."""
 RESULTS_BUCKET = "mesh_results"
 """The JetStream KV bucket of the ledger: durable results and idempotency keys."""
 
@@ -314,7 +316,7 @@ class Runtime:
 
     def delivery(self, agent: str) -> AgentDelivery:
         """How tasks reach ``agent`` (core with the runtime's policy unless configured)."""
-        return self._deliveries.get(agent) or AgentDelivery()
+        return self._deliveries.get(agent) or _CORE
 
     def retry_policy(self, agent: str) -> RetryPolicy:
         """The policy calls to ``agent`` are tried under."""

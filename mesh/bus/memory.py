@@ -18,6 +18,7 @@ from typing import Self
 import anyio
 import anyio.abc
 
+from mesh._deadlines import Deadlines
 from mesh.bus.base import DEFAULT_MAX_PAYLOAD, BusClosedError, Handler, Headers, Message
 from mesh.bus.headers import headers_size, normalize_headers
 from mesh.bus.subjects import (
@@ -123,6 +124,7 @@ class InMemoryBus:
         self._closed = False
         self._inbox_prefix = f"_INBOX.{secrets.token_hex(8)}"
         self._replies: dict[str, asyncio.Future[Message]] = {}
+        self._timeouts: Deadlines[asyncio.Future[Message]] = Deadlines(_expire)
         self._unyielded = 0
 
     async def __aenter__(self) -> Self:
@@ -187,15 +189,15 @@ class InMemoryBus:
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Message] = loop.create_future()
         self._replies[inbox] = reply
-        # A bare timer rather than asyncio.timeout: a third of the cost on this hot path.
-        timer = loop.call_later(timeout, _expire, reply)
+        # One timer for every request rather than asyncio.timeout: a fraction of its cost.
+        self._timeouts.add(reply, timeout)
         try:
             self._deliver(Message(subject, message.data, inbox, message.headers))
             return await reply
         except TimeoutError:
             raise MeshTimeoutError(f"no reply on {subject!r} within {timeout:g}s") from None
         finally:
-            timer.cancel()
+            self._timeouts.discard(reply)
             del self._replies[inbox]
 
     async def flush(self, *, timeout: float = 10.0) -> None:

@@ -1,5 +1,5 @@
-"""`Deadlines`: one timer per host stops each task at its own deadline, whatever the order
-in which tasks arrive and finish."""
+"""`Deadlines`: one timer serves many deadlines (a host's tasks, a bus's requests), each met
+at its own time whatever the order in which they are added and discarded."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import asyncio
 import anyio
 import pytest
 
-from mesh._stops import CANCELLED, DEADLINE, Deadlines, Stop
+from mesh._deadlines import Deadlines
+from mesh._stops import CANCELLED, DEADLINE, Stop, stop_at_deadline
 
 pytestmark = pytest.mark.anyio
 
 
-async def _stoppable(deadlines: Deadlines, seconds: float, ended: list[str]) -> Stop:
+async def _stoppable(deadlines: Deadlines[Stop], seconds: float, ended: list[str]) -> Stop:
     """A task waiting forever, given to ``deadlines``; its name goes to ``ended`` once
     stopped."""
 
@@ -31,7 +32,7 @@ async def _stoppable(deadlines: Deadlines, seconds: float, ended: list[str]) -> 
 
 
 async def test_each_task_stops_at_its_own_deadline_in_deadline_order() -> None:
-    deadlines = Deadlines()
+    deadlines = Deadlines(stop_at_deadline)
     ended: list[str] = []
     # A later arrival with an earlier deadline must not wait for the first one's.
     late = await _stoppable(deadlines, 0.3, ended)
@@ -44,7 +45,7 @@ async def test_each_task_stops_at_its_own_deadline_in_deadline_order() -> None:
 
 
 async def test_a_discarded_stop_is_never_fired() -> None:
-    deadlines = Deadlines()
+    deadlines = Deadlines(stop_at_deadline)
     ended: list[str] = []
     finished = await _stoppable(deadlines, 0.05, ended)
     deadlines.discard(finished)
@@ -59,7 +60,7 @@ async def test_a_discarded_stop_is_never_fired() -> None:
 
 
 async def test_a_stop_fires_once_with_its_first_reason() -> None:
-    deadlines = Deadlines()
+    deadlines = Deadlines(stop_at_deadline)
     ended: list[str] = []
     stop = await _stoppable(deadlines, 0.05, ended)
     stop.fire(CANCELLED)
@@ -68,3 +69,26 @@ async def test_a_stop_fires_once_with_its_first_reason() -> None:
     stop.fire(DEADLINE)
     assert stop.reason == CANCELLED
     assert ended == ["0.05"]
+
+
+async def test_many_items_at_once_each_fire_once_and_the_table_empties() -> None:
+    fired: list[int] = []
+    done = asyncio.Event()
+
+    def due(item: int) -> None:
+        fired.append(item)
+        if item == 99:
+            done.set()
+
+    deadlines: Deadlines[int] = Deadlines(due)
+    for n in range(50):
+        deadlines.add(n, 0.01 * (n % 5))
+    for n in range(0, 50, 2):
+        deadlines.discard(n)
+    deadlines.add(-1, 0.1)
+    deadlines.discard(-1)
+    deadlines.add(99, 0.06)  # the last to fire
+    with anyio.fail_after(5):
+        await done.wait()
+    assert sorted(fired) == [*range(1, 50, 2), 99]
+    assert len(deadlines) == 0
