@@ -27,17 +27,24 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from mesh.bus import Message
+from mesh.bus import Headers, Message
 from mesh.bus.jetstream import JetStream
-from mesh.codec import decode, decode_reply, encode
+from mesh.codec import decode, decode_reply, encode, isolated
 from mesh.delivery import DurableSettings, RetryPolicy
 from mesh.durable import REPLY_TO, streams
 from mesh.envelope import Reply, Task
-from mesh.errors import ErrorCode, MeshError, MeshTimeoutError, NoRespondersError
+from mesh.errors import (
+    ErrorCode,
+    MeshError,
+    MeshTimeoutError,
+    NoRespondersError,
+    PayloadTooLargeError,
+)
 from mesh.ledger import Ledger, LedgerEntry
 from mesh.subjects import durable_subject, task_subject
 
 if TYPE_CHECKING:
+    from mesh.host import AgentHost
     from mesh.runtime import Runtime
 
 __all__ = ["REPLY_GRACE", "Sender"]
@@ -69,9 +76,12 @@ class Sender:
         assert task.deadline is not None
         runtime = self._runtime
         subject = task_subject(agent)
-        data = encode(task)
         # Tries shorter than the deadline only where a second run is harmless.
         short = policy.attempt_timeout if idempotent and policy.retries("timeout") else None
+        # An agent hosted here, on the in-memory bus, is handed the task in this task
+        # (`AgentHost.answer`); a short try needs a message it can walk away from.
+        local = runtime.local_host(agent) if short is None else None
+        data = b"" if local is not None else encode(task)
         tries = 0
         abandoned = False  # a try timed out and may still be running somewhere
         while True:
@@ -82,10 +92,13 @@ class Sender:
             failure: Reply | MeshError
             try:
                 with runtime.tracing.sending(subject, task) as headers:
-                    message = await runtime.bus.request(
-                        subject, data, timeout=wait, headers=headers
-                    )
-                reply = decode_reply(message.data, message.headers)
+                    if local is not None:
+                        reply = await self._hand_over(local, task, headers)
+                    else:
+                        message = await runtime.bus.request(
+                            subject, data, timeout=wait, headers=headers
+                        )
+                        reply = decode_reply(message.data, message.headers)
                 error = reply.error
                 if error is None or not (error.retryable and policy.retries(error.code)):
                     if abandoned:
@@ -117,6 +130,21 @@ class Sender:
                 if abandoned:
                     await runtime.cancel_remote(task.id)
                 raise
+
+    async def _hand_over(self, host: AgentHost, task: Task, headers: Headers | None) -> Reply:
+        """One try in this process: the callee gets its own copy of the input and context,
+        within the bus's size limit, as a message would give it.
+
+        Raises:
+            PayloadTooLargeError: The task is larger than the bus carries.
+            TypeError: Its input or context cannot be written.
+        """
+        (given, context), size = isolated((task.input, task.context))
+        limit = self._runtime.bus.max_payload
+        if size > limit:
+            raise PayloadTooLargeError(f"message of {size} bytes exceeds max_payload of {limit}")
+        handed = task.model_copy(update={"input": given, "context": context})
+        return await host.answer(handed, headers, size=size)
 
     def _gave_up(self, task: Task, failure: Reply | MeshError, tries: int) -> Reply:
         reply = (

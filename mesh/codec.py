@@ -33,6 +33,8 @@ __all__ = [
     "decode_reply",
     "decode_task",
     "encode",
+    "isolated",
+    "pack",
     "sniff",
 ]
 
@@ -133,7 +135,7 @@ def decode(data: bytes, model: type[ModelT], headers: Headers | None = None) -> 
 def encode(model: BaseModel, encoding: Encoding = Encoding.MSGPACK) -> bytes:
     """Write a task or reply; plain text is written as JSON (a reply needs structure)."""
     if encoding is Encoding.MSGPACK:
-        return _pack(_fields(model))
+        return pack(_fields(model))
     return model.model_dump_json().encode()
 
 
@@ -154,12 +156,28 @@ def _plain(value: Any) -> Any:
 _packer = functools.partial(msgpack.packb, default=_plain)
 
 
-def _pack(obj: Any) -> bytes:
+def pack(obj: Any) -> bytes:
+    """Write plain values (and models) as msgpack, as an envelope's fields are written.
+
+    Raises:
+        TypeError: Something in ``obj`` cannot be written.
+    """
     try:
         packed: bytes = _packer(obj)
     except (TypeError, ValueError, PydanticSerializationError) as exc:
         raise TypeError(f"cannot be written as msgpack: {exc}") from exc
     return packed
+
+
+def isolated(value: Any) -> tuple[Any, int]:
+    """A copy of ``value`` as a message would carry it (written as msgpack and read back),
+    and the bytes it took: what an in-process hand-over gives instead of a message.
+
+    Raises:
+        TypeError: Something in ``value`` cannot be written.
+    """
+    written = pack(value)
+    return msgpack.unpackb(written), len(written)
 
 
 def _decode(data: bytes, encoding: Encoding, model: type[ModelT]) -> ModelT:

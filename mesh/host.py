@@ -20,8 +20,8 @@ from pydantic_core import PydanticSerializationError
 
 from mesh._deadlines import Deadlines
 from mesh._stops import CANCELLED, DEADLINE, Stop, stop_at_deadline
-from mesh.bus import Message, Subscription
-from mesh.codec import CONTENT_TYPE, Encoding, decode_task, encode, sniff
+from mesh.bus import Headers, Message, Subscription
+from mesh.codec import CONTENT_TYPE, Encoding, decode_task, encode, isolated, sniff
 from mesh.context import Context
 from mesh.envelope import ErrorInfo, Reply, Task
 from mesh.errors import (
@@ -131,6 +131,7 @@ class AgentHost:
         # A list per id: a retried task may arrive while its first try still runs here.
         self._running: dict[str, list[Stop]] = {}
         self._deadlines = Deadlines(stop_at_deadline)
+        self._local = 0  # `answer` calls running (in their callers' tasks)
         self._idle = asyncio.Event()
         self._idle.set()
         self._meta = {"agent": agent.name, "instance": runtime.instance}
@@ -143,7 +144,7 @@ class AgentHost:
     @property
     def in_flight(self) -> int:
         """Tasks running now."""
-        return len(self._tasks)
+        return len(self._tasks) + self._local
 
     async def start(self) -> None:
         """Subscribe to the task subject in the agent's queue group."""
@@ -169,6 +170,9 @@ class AgentHost:
             self._room.set_result(None)
         for task in list(self._tasks):
             task.cancel()
+        for stops in list(self._running.values()):
+            for stop in stops:
+                stop.fire(CANCELLED)  # `answer` calls too, which run in their callers' tasks
         if self._tasks:
             await asyncio.wait(list(self._tasks))
 
@@ -192,10 +196,8 @@ class AgentHost:
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
         self._release()
-        if not self._tasks:
-            self._idle.set()
+        self._forget(task)
 
     def _release(self) -> None:
         """Hand a freed slot to the next waiting message or `slot` caller, else free it."""
@@ -225,25 +227,29 @@ class AgentHost:
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """One of the ``max_concurrency`` slots, held while the block runs."""
-        if self._free:
-            self._free -= 1
-        else:
-            waiter = asyncio.get_running_loop().create_future()
-            self._backlog.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._release()  # handed over just as the wait was cancelled
-                raise
+        await self._take()
         try:
             yield
         finally:
             self._release()
 
+    async def _take(self) -> None:
+        """Take a slot, waiting in the backlog for one if none is free."""
+        if self._free:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._backlog.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed over just as the wait was cancelled
+            raise
+
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not self._tasks:
+        if not self._tasks and not self._local:
             self._idle.set()
 
     async def handle(self, message: Message, arrived: int, turn: Turn | None = None) -> None:
@@ -257,38 +263,82 @@ class AgentHost:
         """
         started = time.perf_counter_ns()
         try:
-            reply, encoding = await self._answer(message, turn)
+            try:
+                task, encoding = decode_task(
+                    message.data, message.headers, max_bytes=self._max_message_bytes
+                )
+            except MeshError as exc:
+                reply = Reply.failure("", exc, meta=self._meta)
+                encoding = sniff(message.data, message.headers)
+            else:
+                reply = await self._process(task, message.headers, turn)
             if message.reply and not (turn is not None and turn.redeliver):
                 await self._respond(message.reply, reply, encoding)
-            elapsed = time.perf_counter_ns() - started
-            self._count(reply, elapsed)
-            # A `TaskRecord`'s fields, as plain values: a model is built only for listeners.
-            self._runtime.record_task(
-                {
-                    "agent": self.agent.name,
-                    "instance": self._runtime.instance,
-                    "task_id": reply.id,
-                    "correlation_id": reply.correlation_id,
-                    "outcome": "ok" if reply.error is None else reply.error.code,
-                    "duration_ms": elapsed / 1e6,
-                    "queue_ms": (started - arrived) / 1e6,
-                    "replayed": bool(reply.meta.get("replayed")),
-                    "delivery": None if turn is None else turn.number,
-                    "time": time.time(),
-                }
-            )
+            self._record(reply, arrived, started, turn)
         except Exception:  # noqa: BLE001 - a failed reply must not take the host down
             _log.exception("agent %r: could not answer a task", self.agent.name)
 
-    async def _answer(self, message: Message, turn: Turn | None) -> tuple[Reply, Encoding]:
+    async def answer(self, task: Task, headers: Headers | None, *, size: int) -> Reply:
+        """Answer a task handed over in this process, in the caller's own task: the in-memory
+        bus's calls, which then cost no message, no task switch and no envelope validation.
+
+        Everything else is as for a task from the bus: a slot (``max_concurrency``), the
+        deadline and depth checks, cancellation, tracing, the ledger, the stats and the
+        `TaskRecord`. The caller hands over its own copy of the task's input and context
+        (`mesh.codec.isolated`) and gets one of the output, so that neither sees the other's
+        later changes, and an output that could not travel fails as it would on NATS.
+
+        Args:
+            task: The task, its input and context the callee's own.
+            headers: What the call would carry in its headers (the trace context).
+            size: Bytes of its input and context written (``max_message_bytes`` applies).
+        """
+        arrived = time.perf_counter_ns()
+        await self._take()
+        self._local += 1
+        self._idle.clear()
         try:
-            task, encoding = decode_task(
-                message.data, message.headers, max_bytes=self._max_message_bytes
-            )
-        except MeshError as exc:
-            return Reply.failure("", exc, meta=self._meta), sniff(message.data, message.headers)
+            started = time.perf_counter_ns()
+            if size > self._max_message_bytes:
+                exc = PayloadTooLargeError(
+                    f"message of {size} bytes exceeds the limit of {self._max_message_bytes}"
+                )
+                reply = self._refused(task, exc)
+            else:
+                reply = _delivered(
+                    await self._process(task, headers, None), self._runtime.bus.max_payload
+                )
+            self._record(reply, arrived, started, None)
+            return reply
+        finally:
+            self._local -= 1
+            self._release()
+            if not self._tasks and not self._local:
+                self._idle.set()
+
+    def _record(self, reply: Reply, arrived: int, started: int, turn: Turn | None) -> None:
+        """Count a task answered, and hand its `TaskRecord` to the runtime."""
+        elapsed = time.perf_counter_ns() - started
+        self._count(reply, elapsed)
+        # A `TaskRecord`'s fields, as plain values: a model is built only for listeners.
+        self._runtime.record_task(
+            {
+                "agent": self.agent.name,
+                "instance": self._runtime.instance,
+                "task_id": reply.id,
+                "correlation_id": reply.correlation_id,
+                "outcome": "ok" if reply.error is None else reply.error.code,
+                "duration_ms": elapsed / 1e6,
+                "queue_ms": (started - arrived) / 1e6,
+                "replayed": bool(reply.meta.get("replayed")),
+                "delivery": None if turn is None else turn.number,
+                "time": time.time(),
+            }
+        )
+
+    async def _process(self, task: Task, headers: Headers | None, turn: Turn | None) -> Reply:
         tracing = self._runtime.tracing
-        with tracing.processing(self.subject, task, message.headers) as span:
+        with tracing.processing(self.subject, task, headers) as span:
             try:
                 key = self._runtime.ledger.key_for(self.agent.name, task, durable=turn is not None)
             except ValueError as exc:
@@ -298,7 +348,7 @@ class AgentHost:
                 if turn is not None and not turn.redeliver and task.idempotency_key is not None:
                     await turn.keep(task, reply)  # its result by task id, too
             tracing.finish_processing(span, reply)
-        return reply, encoding
+        return reply
 
     async def _run_once(self, task: Task, key: str, turn: Turn | None) -> Reply:
         """Run ``task`` at most once per ledger entry: answer again from a stored reply, wait
@@ -484,6 +534,21 @@ def _describe(exc: Exception) -> str:
     if len(text) > 500:
         text = text[:500] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _delivered(reply: Reply, max_payload: int) -> Reply:
+    """``reply`` as its caller would get it by message: its output and meta copied, or the
+    error the message would have had (not serialisable, too large)."""
+    try:
+        (output, meta), size = isolated((reply.output, reply.meta))
+    except TypeError as exc:
+        return _failed(reply, InvalidOutputError(f"the output cannot be serialised: {exc}"))
+    if size > max_payload:
+        too_large = f"message of {size} bytes exceeds max_payload of {max_payload}"
+        return _failed(reply, PayloadTooLargeError(too_large))
+    # The host built this reply for this call alone: set the copies in place.
+    reply.output, reply.meta = output, meta
+    return reply
 
 
 def _failed(reply: Reply, exc: MeshError) -> Reply:

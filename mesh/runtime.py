@@ -164,6 +164,8 @@ class Runtime:
         self._workers: list[DurableWorker] = []
         self._registrations: dict[str, _Registration] = {}
         self._hosts: list[AgentHost] = []
+        # On the in-memory bus, the hosts calls are handed to in process (by agent name).
+        self._local: dict[str, AgentHost] = {}
         self._cancelled_early: OrderedDict[str, None] = OrderedDict()
         self._responders: list[ServiceResponder] = []
         self._bus: Bus | None = None
@@ -390,6 +392,7 @@ class Runtime:
         if self._stack is None:
             return
         stack, self._stack = self._stack, None
+        self._local.clear()  # calls from now on go by the bus, whose hosts are draining
         try:
             for responder in self._responders:
                 await responder.stop()
@@ -434,6 +437,8 @@ class Runtime:
         )
         await host.start()
         self._hosts.append(host)
+        if not isinstance(self._bus, NatsBus):
+            self._local[host.agent.name] = host
         delivery = self.delivery(host.agent.name)
         if delivery.delivery is Delivery.DURABLE and self.jetstream is not None:
             settings = self._durable.model_copy(
@@ -638,6 +643,11 @@ class Runtime:
     def cancelled_early(self, task_id: str) -> bool:
         """Whether a cancel for ``task_id`` arrived before the task (it is then forgotten)."""
         return self._cancelled_early.pop(task_id, False) is None
+
+    def local_host(self, agent: str) -> AgentHost | None:
+        """The host of ``agent`` in this runtime if calls are handed to it in process (on the
+        in-memory bus, while the runtime runs), else ``None``: calls go by message."""
+        return self._local.get(agent)
 
     def _check_callee(self, agent: str) -> None:
         try:

@@ -124,6 +124,51 @@ async def test_unserialisable_output_is_invalid_output(runtime: Runtime) -> None
         await runtime.call("unserialisable", None)
 
 
+class KeeperAgent(Agent[Any]):
+    """Changes its input, and keeps what it returns (to change it later)."""
+
+    name = "keeper"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[dict[str, Any]] = []
+
+    async def execute(self, task: Task, ctx: Context) -> dict[str, Any]:
+        task.input["items"].append("changed by the agent")
+        output = {"items": list(task.input["items"])}
+        self.kept.append(output)
+        return output
+
+
+async def test_caller_and_agent_never_share_data(make_runtime: MakeRuntime) -> None:
+    # In memory the task is handed over in process: still each side has its own copy.
+    keeper = KeeperAgent()
+    rt = make_runtime()
+    rt.register(keeper)
+    sent = {"items": ["a"]}
+    async with rt:
+        with anyio.fail_after(5):
+            reply = await rt.request("keeper", sent)
+    keeper.kept[0]["items"].append("changed later")
+    assert sent == {"items": ["a"]}
+    assert reply.output == {"items": ["a", "changed by the agent"]}
+
+
+async def test_too_large_a_task_or_output_is_payload_too_large(make_runtime: MakeRuntime) -> None:
+    rt = make_runtime(max_message_bytes=2_000)
+    rt.register(EchoAgent())
+    async with rt:
+        with anyio.fail_after(5):
+            small = await rt.request("echo", "x" * 100)
+            large = await rt.request("echo", "x" * 5_000)
+            beyond_the_bus = await rt.request("echo", "x" * (rt.bus.max_payload + 1))
+    assert small.output == "x" * 100
+    assert large.error is not None
+    assert large.error.code == "payload_too_large"
+    assert beyond_the_bus.error is not None
+    assert beyond_the_bus.error.code == "payload_too_large"
+
+
 async def test_nested_call_stamps_path_sender_and_correlation(runtime: Runtime) -> None:
     seen: list[Task] = []
 

@@ -196,11 +196,11 @@ async def test_a_raw_nats_client_traceparent_is_honoured(
 
 
 @pytest.mark.parametrize("on", [False, True], ids=["off", "on"])
-@pytest.mark.parametrize("bus", ["memory", "nats"])
 async def test_trace_headers_travel_only_when_tracing_is_on(
-    request: pytest.FixtureRequest, tracing: Tracing, bus: str, on: bool
+    request: pytest.FixtureRequest, tracing: Tracing, on: bool
 ) -> None:
-    runtime = make_runtime(bus, request, tracing if on else None)
+    # NATS only: on the in-memory bus a call is handed to its host in process, no message.
+    runtime = make_runtime("nats", request, tracing if on else None)
     runtime.register(EchoAgent(name="echo"))
     seen: list[Message] = []
     async with runtime:
