@@ -105,6 +105,12 @@ class DurableSettings(BaseModel):
     the stream for a node."""
     duplicate_window: float = Field(default=120.0, ge=1)
     """Seconds in which a second publish of the same task id is dropped by the stream."""
+    replicas: int = Field(default=1, ge=1, le=5)
+    """Servers of a NATS cluster that keep a copy of the task streams (``MESH_TASKS``,
+    ``MESH_DEAD``) and of the ``mesh_results`` bucket, when the mesh creates them: 3 on a
+    3-server cluster survives the loss of any one server; 1 (on a single server) keeps one
+    copy. JetStream allows at most 5, and no more than the cluster has servers. Streams and
+    buckets that exist already keep theirs (``nats stream edit MESH_TASKS --replicas 3``)."""
 
 
 class AgentDelivery(BaseModel):

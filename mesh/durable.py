@@ -79,6 +79,7 @@ def streams(settings: DurableSettings) -> tuple[StreamSpec, StreamSpec]:
             work_queue=True,
             max_age=settings.results_ttl,
             duplicate_window=settings.duplicate_window,
+            replicas=settings.replicas,
         ),
         StreamSpec(
             DEAD_STREAM,
@@ -86,6 +87,7 @@ def streams(settings: DurableSettings) -> tuple[StreamSpec, StreamSpec]:
             work_queue=False,
             max_age=settings.results_ttl,
             duplicate_window=settings.duplicate_window,
+            replicas=settings.replicas,
         ),
     )
 

@@ -364,7 +364,10 @@ class Runtime:
             if isinstance(self._bus, NatsBus):
                 self.jetstream = JetStream(self._bus.client)
                 store = NatsKeyValue(
-                    self._bus.client, RESULTS_BUCKET, ttl=self._durable.results_ttl
+                    self._bus.client,
+                    RESULTS_BUCKET,
+                    ttl=self._durable.results_ttl,
+                    replicas=self._durable.replicas,
                 )
             else:
                 store = InMemoryKeyValue(ttl=self._durable.results_ttl)

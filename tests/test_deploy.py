@@ -286,3 +286,90 @@ async def test_the_compose_mesh_answers_the_readme_task_with_its_cost() -> None:
     assert (panel.error, panel.output["succeeded"]) == (None, ["cheap", "smart"])
     assert [reply.usage.calls for reply in (hard, panel)] == [2, 2]
     assert all(reply.usage.cost_usd for reply in (hard, panel))
+
+
+# -- the 3-server cluster: deploy/docker-compose.cluster.yml and config/nats/cluster.conf ----
+
+CLUSTER_COMPOSE = DEPLOY / "docker-compose.cluster.yml"
+CLUSTER_CONF = ROOT / "config" / "nats" / "cluster.conf"
+
+
+def conf_without_comments() -> str:
+    return "\n".join(line.split("#", 1)[0] for line in CLUSTER_CONF.read_text().splitlines())
+
+
+def conf_port(block: str | None = None) -> int:
+    """The ``port`` at the top level of cluster.conf (clients), or in its ``block { ... }``."""
+    text = conf_without_comments()
+    indent = ""
+    if block is not None:
+        found = re.search(rf"^{block}\s*\{{(.*?)^\}}", text, re.MULTILINE | re.DOTALL)
+        assert found is not None, block
+        text, indent = found.group(1), r"\s+"
+    return int(re.findall(rf"^{indent}port:\s*(\d+)", text, re.MULTILINE)[0])
+
+
+def cluster_servers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if str(service.get("image", "")).startswith("nats:")
+    }
+
+
+def test_the_cluster_compose_routes_three_servers_running_the_tested_config(
+    tmp_path: Path,
+) -> None:
+    from tests.cluster import NatsCluster
+
+    compose = load_yaml(CLUSTER_COMPOSE)
+    servers = cluster_servers(compose)
+    variables = set(re.findall(r"\$(\w+)", conf_without_comments()))
+    routes = [f"nats-route://{name}:{conf_port('cluster')}" for name in sorted(servers)]
+    assert sorted(servers) == ["nats-1", "nats-2", "nats-3"]
+    assert variables == {"NATS_SERVER_NAME", "NATS_ROUTES", "NATS_STORE_DIR"}
+    for name, server in servers.items():
+        environment = server["environment"]
+        mounts = dict(volume.split(":")[:2] for volume in server["volumes"])
+        assert set(environment) == variables, name
+        assert environment["NATS_SERVER_NAME"] == name
+        assert [route.strip() for route in environment["NATS_ROUTES"].strip("[]").split(",")] == (
+            routes
+        )
+        assert mounts["../config/nats/cluster.conf"] == flag(server["command"], "--config")
+        assert mounts[f"{name}-data"] == environment["NATS_STORE_DIR"]
+        assert f"{name}-data" in compose["volumes"]
+        assert f"{conf_port()}" in {port.split(":")[1] for port in server["ports"]}
+    # The tests' cluster (tests/test_cluster.py) runs the same file with the same variables.
+    cluster = NatsCluster(tmp_path)
+    assert all(set(cluster.environment(s)) == variables for s in cluster.servers.values())
+    assert sorted(cluster.servers) == sorted(servers)
+
+
+def test_every_mesh_process_of_the_cluster_compose_is_given_all_three_servers() -> None:
+    compose = load_yaml(CLUSTER_COMPOSE)
+    servers = cluster_servers(compose)
+    urls = ",".join(f"nats://{name}:{conf_port()}" for name in sorted(servers))
+    mesh_services = {n: s for n, s in compose["services"].items() if n not in servers}
+    nodes = node_services(compose)
+    mesh = load_config(DEPLOY / "mesh.yaml", environ={})
+    assert {flag(command, "--agent") for command in nodes.values()} == set(mesh.agents)
+    assert {"sidecar", "client"} <= set(mesh_services)
+    for name, service in mesh_services.items():
+        config = load_config(DEPLOY / "mesh.yaml", environ=service["environment"])
+        assert (config.bus.url, config.defaults.durable.replicas) == (urls, 3), name
+        assert set(service["depends_on"]) == set(servers), name
+        build = service["build"]
+        assert (CLUSTER_COMPOSE.parent / build["context"] / build["dockerfile"]).is_file()
+
+
+@pytest.mark.skipif(_docker_compose_missing() is not None, reason=str(_docker_compose_missing()))
+def test_docker_compose_accepts_the_cluster_compose_file() -> None:
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(CLUSTER_COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr

@@ -81,6 +81,8 @@ class StreamSpec:
     """Seconds a message is kept at most."""
     duplicate_window: float = 120.0
     """Seconds a second publish with the same ``Nats-Msg-Id`` is dropped."""
+    replicas: int = 1
+    """Servers of the cluster keeping a copy (``num_replicas``); 1 on a single server."""
 
 
 class PulledMessage:
@@ -163,6 +165,7 @@ class JetStream:
             storage=api.StorageType.FILE,
             max_age=spec.max_age,
             duplicate_window=spec.duplicate_window,
+            num_replicas=spec.replicas,
         )
         with jetstream_errors(f"stream {spec.name}"):
             try:

@@ -172,12 +172,15 @@ class NatsKeyValue:
         client: A connected nats-py client.
         bucket: The bucket's name.
         ttl: Seconds a key is kept after its last write (the bucket's ``max_age``).
+        replicas: Servers of a NATS cluster keeping a copy of the bucket, when it is created
+            here (an existing bucket keeps its own).
     """
 
-    def __init__(self, client: Client, bucket: str, *, ttl: float) -> None:
+    def __init__(self, client: Client, bucket: str, *, ttl: float, replicas: int = 1) -> None:
         self._client = client
         self._bucket = bucket
         self._ttl = ttl
+        self._replicas = replicas
         self._kv: KeyValue | None = None
         self._local: InMemoryKeyValue | None = None
         self._lock = asyncio.Lock()
@@ -202,7 +205,11 @@ class NatsKeyValue:
     async def _create(self) -> KeyValue:
         js = self._client.jetstream()
         config = api.KeyValueConfig(
-            bucket=self._bucket, history=1, ttl=self._ttl, storage=api.StorageType.FILE
+            bucket=self._bucket,
+            history=1,
+            ttl=self._ttl,
+            storage=api.StorageType.FILE,
+            replicas=self._replicas,
         )
         with jetstream_errors(f"bucket {self._bucket}"):
             try:
