@@ -135,11 +135,12 @@ class AgentHost:
         self._idle = asyncio.Event()
         self._idle.set()
         self._meta = {"agent": agent.name, "instance": runtime.instance}
+        self._subject = task_subject(agent.name)
 
     @property
     def subject(self) -> str:
         """The task subject served."""
-        return task_subject(self.agent.name)
+        return self._subject
 
     @property
     def in_flight(self) -> int:
@@ -294,7 +295,10 @@ class AgentHost:
             size: Bytes of its input and context written (``max_message_bytes`` applies).
         """
         arrived = time.perf_counter_ns()
-        await self._take()
+        if self._free:  # `_take`, without a coroutine when a slot is free
+            self._free -= 1
+        else:
+            await self._take()
         self._local += 1
         self._idle.clear()
         try:
@@ -340,7 +344,13 @@ class AgentHost:
         tracing = self._runtime.tracing
         with tracing.processing(self.subject, task, headers) as span:
             try:
-                key = self._runtime.ledger.key_for(self.agent.name, task, durable=turn is not None)
+                key = (
+                    None  # the common case, without asking the ledger
+                    if turn is None and task.idempotency_key is None
+                    else self._runtime.ledger.key_for(
+                        self.agent.name, task, durable=turn is not None
+                    )
+                )
             except ValueError as exc:
                 key, reply = None, self._refused(task, BadSchemaError(str(exc)))
             else:

@@ -653,12 +653,12 @@ class Runtime:
         return self._local.get(agent)
 
     def _check_callee(self, agent: str) -> None:
+        if agent in self._registrations:
+            return  # its name was checked when it was registered
         try:
             validate_agent_name(agent)
         except ValueError as exc:
             raise UnknownAgentError(str(exc)) from exc
-        if agent in self._registrations:
-            return
         known = self._known
         if known is None and self.url is None:
             known = frozenset()  # in memory, the registered agents are the whole mesh
