@@ -98,7 +98,12 @@ async def serve(
         UnknownAgentError: ``agent`` is not in the configuration.
         ConnectionError: NATS cannot be reached.
     """
-    runtime = Runtime.from_config(config, agents=[agent], drain_timeout=drain_timeout)
+    runtime = Runtime.from_config(
+        config,
+        agents=[agent],
+        drain_timeout=drain_timeout,
+        connection_name=f"{config.bus.name} node {agent}",
+    )
     if metrics is not None:
         runtime.task_listeners.append(metrics.observe)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

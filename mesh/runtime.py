@@ -103,6 +103,7 @@ class Runtime:
         deliveries: How each agent is delivered to (from the config): its delivery mode,
             retry policy, whether it is idempotent. Agents not in it: core, ``retry``.
         auth: Credentials and TLS for NATS (`mesh.bus.NatsAuth`; the config's ``bus``).
+        connection_name: The name NATS shows for the connection (default: ``name``).
 
     Raises:
         ValueError: A durable agent on the in-memory bus (durable delivery needs NATS).
@@ -126,9 +127,11 @@ class Runtime:
         durable: DurableSettings | None = None,
         deliveries: Mapping[str, AgentDelivery] | None = None,
         auth: NatsAuth | None = None,
+        connection_name: str | None = None,
     ) -> None:
         self.url = url
         self._auth = auth
+        self._connection_name = connection_name or name
         self.name = name
         self.instance = secrets.token_hex(8)
         """Unique id of this runtime (the service instance id in discovery)."""
@@ -198,6 +201,7 @@ class Runtime:
                 known = ", ".join(sorted(config.agents)) or "none"
                 raise UnknownAgentError(f"no agent {name!r} in the configuration (known: {known})")
         options = {
+            "connection_name": config.bus.name,
             **options,
             "timeout": config.defaults.timeout,
             "max_concurrency": config.defaults.max_concurrency,
@@ -358,7 +362,7 @@ class Runtime:
             return
         stack = AsyncExitStack()
         try:
-            opened = open_bus(self.url, name=self.name, auth=self._auth)
+            opened = open_bus(self.url, name=self._connection_name, auth=self._auth)
             self._bus = await stack.enter_async_context(opened)
             store: KeyValueStore
             if isinstance(self._bus, NatsBus):

@@ -12,7 +12,8 @@ import pytest
 from agents.echo import EchoAgent
 from agents.upper import UpperAgent
 from mesh.agent import Agent
-from mesh.bus import Message
+from mesh.bus import Message, NatsBus
+from mesh.config import MeshConfig
 from mesh.context import Context
 from mesh.envelope import Event, Reply, Task, Usage
 from mesh.errors import (
@@ -487,3 +488,15 @@ async def test_a_call_cycle_is_stopped_by_the_depth_limit(make_runtime: MakeRunt
         "call depth 6 exceeds max_depth 5 "
         "(the last callers: recurse -> recurse -> recurse -> recurse -> recurse): a cycle?"
     )
+
+
+async def test_the_connection_carries_the_configured_bus_name(nats_url: str) -> None:
+    config = MeshConfig.model_validate(
+        {"bus": {"url": nats_url, "name": "billing"}, "agents": {"echo": {"kind": "echo"}}}
+    )
+    async with Runtime.from_config(config) as rt:
+        assert isinstance(rt.bus, NatsBus)
+        assert rt.bus.client.options["name"] == "billing"
+    async with Runtime.from_config(config, connection_name="billing node echo") as rt:
+        assert isinstance(rt.bus, NatsBus)
+        assert rt.bus.client.options["name"] == "billing node echo"
