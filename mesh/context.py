@@ -10,15 +10,16 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from mesh.envelope import ZERO_USAGE, Event, Reply, Task, Usage
+from mesh.envelope import ZERO_USAGE, Event, Reply, StreamRequest, Task, Usage
 from mesh.llm.embeddings import Embedder, MeasuredEmbedder
 from mesh.llm.generate import generate
 from mesh.llm.instrument import InstrumentedModel
+from mesh.streaming import TEXT, Chunk, StreamingModel, StreamWriter, child_label
 from mesh.subjects import TELEMETRY_LLM
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class Context:
         agent: str,
         task: Task | None = None,
         deadline: float | None = None,
+        stream: StreamWriter | None = None,
     ) -> None:
         self._runtime = runtime
         self.agent = agent
@@ -66,6 +68,10 @@ class Context:
         """Agent calls made through this context so far."""
         self.meta: dict[str, Any] = {}
         """Merged into the reply's ``meta`` (patterns keep their metrics here)."""
+        self.stream_writer = stream
+        """Where this task's chunks go when its caller asked for a stream, else ``None``:
+        `emit`, model calls and (with ``forward: all``) the calls below write to it."""
+        self._streamed: dict[str, int] = {}  # calls forwarded so far, by callee
 
     @functools.cached_property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -126,11 +132,78 @@ class Context:
             idempotency_key=idempotency_key,
         )
         self.calls_made += 1
-        reply = await self._runtime.send(
-            agent, task, timeout=timeout, deadline=self.deadline, retry=retry
-        )
+        writer = self.stream_writer
+        if writer is not None and writer.forwards_children:
+            # The caller wants the whole tree live: stream the callee, and pass its chunks on.
+            reply = await self._forwarded(agent, task, writer, timeout=timeout)
+        else:
+            reply = await self._runtime.send(
+                agent, task, timeout=timeout, deadline=self.deadline, retry=retry
+            )
         self.add_usage(reply.usage)
         return reply
+
+    async def _forwarded(
+        self, agent: str, task: Task, writer: StreamWriter, *, timeout: float | None
+    ) -> Reply:
+        earlier = self._streamed.get(agent, 0)
+        self._streamed[agent] = earlier + 1
+        label = child_label(agent, earlier)
+        task.stream = StreamRequest(forward="all")
+        reply: Reply | None = None
+        async for item in self._runtime.open_stream(
+            agent, task, timeout=timeout, deadline=self.deadline
+        ):
+            if isinstance(item, Reply):
+                reply = item
+            else:
+                below = item.path.partition("/")[2]
+                path = f"{label}/{below}" if below else label
+                await writer.send(item.kind, text=item.text, data=item.data, path=path)
+        assert reply is not None  # a stream always ends with its reply
+        return reply
+
+    async def stream(
+        self,
+        agent: str,
+        input: Any,
+        *,
+        timeout: float | None = None,
+        context: dict[str, Any] | None = None,
+        window: int = 64,
+        forward: str = "all",
+    ) -> AsyncIterator[Chunk | Reply]:
+        """Call ``agent`` and yield its reply as it is made: `mesh.streaming.Chunk` s (text
+        as it is written, events, the chunks of the agents below it, each with its path),
+        then the final `Reply` (failed or not; its usage is added to this task's).
+
+        Stopping early (``break``) cancels the callee and everything below it.
+
+        Args:
+            agent: The callee's name.
+            input: What it works on.
+            timeout: Seconds to allow; capped by what is left of this task's deadline.
+            context: Metadata merged over this task's context for the callee.
+            window: Chunks the callee may send ahead of what has been read.
+            forward: ``all``, ``text`` (the callee's own text only) or ``none``.
+        """
+        parent = self.task
+        merged = {**parent.context, **(context or {})} if parent else dict(context or {})
+        task = Task(
+            input=input,
+            correlation_id=(parent.correlation_id or parent.id) if parent else None,
+            sender=self.agent,
+            context=merged,
+            path=list(self.path),
+            stream=StreamRequest(window=window, forward=forward),
+        )
+        self.calls_made += 1
+        async for item in self._runtime.open_stream(
+            agent, task, timeout=timeout, deadline=self.deadline
+        ):
+            if isinstance(item, Reply):
+                self.add_usage(item.usage)
+            yield item
 
     async def call(
         self,
@@ -200,7 +273,7 @@ class Context:
             AuthFailedError: Real providers are switched off.
         """
         task = self.task
-        return InstrumentedModel(
+        measured = InstrumentedModel(
             self._runtime.models.get(name),
             self._runtime.prices,
             self._record_llm_call,
@@ -209,6 +282,10 @@ class Context:
             correlation_id=(task.correlation_id or task.id) if task else None,
             tracing=self.tracing,
         )
+        writer = self.stream_writer
+        if writer is None or writer.forward == "none":
+            return measured
+        return StreamingModel(measured, writer)
 
     def embedder(self, embedder: str | Embedder) -> Embedder:
         """An embedder (by name: ``hash``, ``openai:text-embedding-3-small``; or one built in
@@ -261,7 +338,19 @@ class Context:
         await self._runtime.publish_telemetry(subject, record)
 
     async def emit(self, kind: str, data: Any = None) -> None:
-        """Publish an event on ``mesh.events.<agent>.<kind>`` (fire-and-forget)."""
+        """Publish an event on ``mesh.events.<agent>.<kind>`` (fire-and-forget), and, when
+        the caller asked for a stream, send it to the caller as a chunk.
+
+        ``emit("text", "...")`` is text for a streaming caller (as a model's deltas are): it
+        goes only to the stream, never to the events subject.
+        """
+        writer = self.stream_writer
+        if kind == TEXT:
+            if writer is not None:
+                await writer.send(TEXT, text=str(data))
+            return
+        if writer is not None:
+            await writer.send(kind, data=data)
         await self._runtime.emit(Event(source=self.agent, kind=kind, data=data))
 
     async def subscribe(self, subject: str, handler: EventHandler) -> Subscription:

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mesh.errors import MeshError, error_class
 
-__all__ = ["ZERO_USAGE", "ErrorInfo", "Event", "Reply", "Task", "Usage", "new_id"]
+__all__ = [
+    "ZERO_USAGE",
+    "ErrorInfo",
+    "Event",
+    "Reply",
+    "StreamRequest",
+    "Task",
+    "Usage",
+    "new_id",
+]
 
 
 def new_id() -> str:
@@ -104,6 +113,18 @@ class ErrorInfo(BaseModel):
         return error_class(self.code)(self.message, retryable=self.retryable, details=self.details)
 
 
+class StreamRequest(BaseModel):
+    """How a caller wants its reply streamed (``task.stream``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    window: int = Field(default=64, ge=1, le=10_000)
+    """Chunks the producer may send beyond the last one the caller acknowledged."""
+    forward: Literal["all", "text", "none"] = "all"
+    """``all``: chunks from the whole call tree, tagged with their path; ``text``: only the
+    called agent's own text; ``none``: no chunks, only the final reply."""
+
+
 class Task(BaseModel):
     """A unit of work sent to an agent on ``mesh.agent.<name>.run``."""
 
@@ -126,6 +147,9 @@ class Task(BaseModel):
     idempotency_key: str | None = None
     """The same for every try of one logical task: a host that finished a task with this key
     (for this agent) answers again with the stored reply instead of running it again."""
+    stream: StreamRequest | None = None
+    """Set by a caller that wants the reply streamed: chunks, then the final reply (see
+    `mesh.streaming`)."""
 
     def remaining(self, now: float | None = None) -> float | None:
         """Seconds left before the deadline (negative once past), or ``None`` without one."""

@@ -21,7 +21,8 @@
     ├── NoRouteError              LookupError    no_route
     ├── InsufficientAgreementError               insufficient_agreement
     ├── InvalidOutputError        ValueError     invalid_output
-    └── IdempotencyConflictError  ValueError     idempotency_conflict
+    ├── IdempotencyConflictError  ValueError     idempotency_conflict
+    └── StreamBrokenError                        stream_broken      retryable
 
 A reply carries ``{"code", "message", "retryable"}``; :func:`error_from_info` turns it back
 into the same class on the caller's side, on either bus. Foreign exceptions are translated
@@ -54,6 +55,7 @@ __all__ = [
     "PayloadTooLargeError",
     "ProviderError",
     "RateLimitedError",
+    "StreamBrokenError",
     "UnknownAgentError",
     "error_class",
 ]
@@ -81,6 +83,7 @@ class ErrorCode(StrEnum):
     INSUFFICIENT_AGREEMENT = "insufficient_agreement"
     INVALID_OUTPUT = "invalid_output"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    STREAM_BROKEN = "stream_broken"
 
 
 class MeshError(Exception):
@@ -230,6 +233,14 @@ class IdempotencyConflictError(MeshError, ValueError):
     code = ErrorCode.IDEMPOTENCY_CONFLICT
 
 
+class StreamBrokenError(MeshError):
+    """A streamed reply arrived with a chunk missing or out of order (the stream is given up;
+    the task is cancelled)."""
+
+    code = ErrorCode.STREAM_BROKEN
+    retryable = True
+
+
 _BY_CODE: dict[ErrorCode, type[MeshError]] = {
     cls.code: cls
     for cls in (
@@ -252,6 +263,7 @@ _BY_CODE: dict[ErrorCode, type[MeshError]] = {
         InsufficientAgreementError,
         InvalidOutputError,
         IdempotencyConflictError,
+        StreamBrokenError,
     )
 }
 

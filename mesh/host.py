@@ -38,6 +38,7 @@ from mesh.errors import (
     CancelledError as TaskCancelledError,
 )
 from mesh.ledger import is_final
+from mesh.streaming import StreamWriter
 from mesh.subjects import queue_group, task_subject
 
 if TYPE_CHECKING:
@@ -272,7 +273,11 @@ class AgentHost:
                 reply = Reply.failure("", exc, meta=self._meta)
                 encoding = sniff(message.data, message.headers)
             else:
-                reply = await self._process(task, message.headers, turn)
+                writer = self._writer(task, message, encoding, turn)
+                reply = await self._process(task, message.headers, turn, writer)
+                if writer is not None:
+                    await writer.close()
+                    reply = reply.model_copy(update={"seq": writer.next_seq})
             if message.reply and not (turn is not None and turn.redeliver):
                 await self._respond(message.reply, reply, encoding)
             self._record(reply, arrived, started, turn)
@@ -340,7 +345,30 @@ class AgentHost:
             }
         )
 
-    async def _process(self, task: Task, headers: Headers | None, turn: Turn | None) -> Reply:
+    def _writer(
+        self, task: Task, message: Message, encoding: Encoding, turn: Turn | None
+    ) -> StreamWriter | None:
+        """Where a task that asks for a stream writes its chunks (core tasks only: a durable
+        task's reply may come from another try, so it is never streamed)."""
+        if task.stream is None or not message.reply or turn is not None:
+            return None
+        return StreamWriter(
+            self._runtime.bus,
+            reply=message.reply,
+            encoding=encoding,
+            task_id=task.id,
+            agent=self.agent.name,
+            window=task.stream.window,
+            forward=task.stream.forward,
+        )
+
+    async def _process(
+        self,
+        task: Task,
+        headers: Headers | None,
+        turn: Turn | None,
+        writer: StreamWriter | None = None,
+    ) -> Reply:
         tracing = self._runtime.tracing
         with tracing.processing(self.subject, task, headers) as span:
             try:
@@ -354,13 +382,19 @@ class AgentHost:
             except ValueError as exc:
                 key, reply = None, self._refused(task, BadSchemaError(str(exc)))
             else:
-                reply = await (self._run(task) if key is None else self._run_once(task, key, turn))
+                reply = await (
+                    self._run(task, writer)
+                    if key is None
+                    else self._run_once(task, key, turn, writer)
+                )
                 if turn is not None and not turn.redeliver and task.idempotency_key is not None:
                     await turn.keep(task, reply)  # its result by task id, too
             tracing.finish_processing(span, reply)
         return reply
 
-    async def _run_once(self, task: Task, key: str, turn: Turn | None) -> Reply:
+    async def _run_once(
+        self, task: Task, key: str, turn: Turn | None, writer: StreamWriter | None = None
+    ) -> Reply:
         """Run ``task`` at most once per ledger entry: answer again from a stored reply, wait
         for a try running elsewhere, or claim the entry, run, and settle it."""
         ledger = self._runtime.ledger
@@ -391,7 +425,7 @@ class AgentHost:
                 reply = await turn.dead_letter(task, None, claimed)
             else:
                 async with ledger.hold(claimed):
-                    reply = await self._run(task)
+                    reply = await self._run(task, writer)
                 error = reply.error
                 if error is not None and not is_final(reply):
                     if turn is not None and error.retryable:
@@ -431,14 +465,16 @@ class AgentHost:
     def _refused(self, task: Task, exc: MeshError) -> Reply:
         return Reply.failure(task.id, exc, correlation_id=task.correlation_id, meta=self._meta)
 
-    async def _run(self, task: Task) -> Reply:
+    async def _run(self, task: Task, writer: StreamWriter | None = None) -> Reply:
         started = time.perf_counter()
         now = time.time()
         allowed = self._timeout
         remaining = task.remaining(now)
         if remaining is not None:
             allowed = min(allowed, remaining)
-        ctx = Context(self._runtime, agent=self.agent.name, task=task, deadline=now + allowed)
+        ctx = Context(
+            self._runtime, agent=self.agent.name, task=task, deadline=now + allowed, stream=writer
+        )
         try:
             if allowed <= 0:
                 raise DeadlineExceededError("the task's deadline had passed when it arrived")

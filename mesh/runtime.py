@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -30,7 +30,7 @@ from mesh.context import Context, EventHandler
 from mesh.delivery import AgentDelivery, Delivery, DurableSettings, RetryPolicy
 from mesh.discovery import ServiceResponder
 from mesh.durable import DurableWorker
-from mesh.envelope import Event, Reply, Task
+from mesh.envelope import Event, Reply, StreamRequest, Task
 from mesh.errors import (
     DeadlineExceededError,
     MeshError,
@@ -41,6 +41,7 @@ from mesh.ledger import Ledger
 from mesh.llm.config import LLMConfig
 from mesh.llm.pricing import PriceBook
 from mesh.llm.registry import ModelRegistry
+from mesh.streaming import Chunk, read_stream
 from mesh.subjects import (
     TELEMETRY_TASK,
     cancel_subject,
@@ -564,11 +565,7 @@ class Runtime:
         ``deadline``. A core agent's task is tried again under ``retry`` (default: the agent's
         policy); a durable agent's goes through its JetStream stream.
         """
-        now = time.time()
-        allowed = timeout if timeout is not None else self._timeout
-        if deadline is not None:
-            allowed = min(allowed, deadline - now)
-        task.deadline = now + allowed
+        allowed = self._stamp_deadline(task, timeout, deadline)
         try:
             self._check_callee(agent)
             if allowed <= 0:
@@ -581,6 +578,80 @@ class Runtime:
             return await self._sender.core(agent, task, policy, idempotent=idempotent)
         except MeshError as exc:
             return Reply.failure(task.id, exc, correlation_id=task.correlation_id)
+
+    def _stamp_deadline(self, task: Task, timeout: float | None, deadline: float | None) -> float:
+        """Set ``task.deadline``: ``timeout`` (or the default) from now, never past
+        ``deadline``; returns the seconds allowed."""
+        now = time.time()
+        allowed = timeout if timeout is not None else self._timeout
+        if deadline is not None:
+            allowed = min(allowed, deadline - now)
+        task.deadline = now + allowed
+        return allowed
+
+    async def stream(
+        self,
+        agent: str,
+        input: Any,
+        *,
+        timeout: float | None = None,
+        context: dict[str, Any] | None = None,
+        window: int = 64,
+        forward: str = "all",
+    ) -> AsyncIterator[Chunk | Reply]:
+        """Call ``agent`` and yield its reply as it is made: `mesh.streaming.Chunk` s (text
+        as it is written, events, and the chunks of every agent below it, each tagged with
+        its call path), then the final `Reply`, failed or not (errors never raise).
+
+        Stopping early (``break``, cancellation) cancels the task and everything below it.
+
+        Args:
+            agent: The callee's name.
+            input: What it works on.
+            timeout: Seconds to allow (default: the runtime's ``timeout``).
+            context: Metadata for the callee (``task.context``).
+            window: Chunks the callee may send ahead of what has been read: the most this
+                caller ever holds.
+            forward: ``all``, ``text`` (the callee's own text only) or ``none`` (only the
+                final reply).
+        """
+        task = Task(
+            input=input,
+            sender=self.name,
+            context=dict(context or {}),
+            path=[self.name],
+            stream=StreamRequest(window=window, forward=forward),
+        )
+        async for item in self.open_stream(agent, task, timeout=timeout):
+            yield item
+
+    async def open_stream(
+        self,
+        agent: str,
+        task: Task,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> AsyncIterator[Chunk | Reply]:
+        """Deliver a task that asks for a stream (``task.stream``, built by `stream` or a
+        `Context`) and yield its chunks, then its reply. Not tried again: its chunks are out.
+
+        A durable agent's reply is not streamed: it comes alone.
+        """
+        allowed = self._stamp_deadline(task, timeout, deadline)
+        assert task.deadline is not None
+        try:
+            self._check_callee(agent)
+            if allowed <= 0:
+                raise DeadlineExceededError(f"no time left to call {agent!r}")
+        except MeshError as exc:
+            yield Reply.failure(task.id, exc, correlation_id=task.correlation_id)
+            return
+        if self.delivery(agent).delivery is Delivery.DURABLE:
+            yield await self.send(agent, task, deadline=task.deadline)
+            return
+        async for item in read_stream(self, agent, task, deadline=task.deadline + REPLY_GRACE):
+            yield item
 
     async def submit(
         self,
