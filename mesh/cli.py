@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from rich.console import Console
 
 from mesh import node, up, watch
 from mesh.bus import open_bus
@@ -33,7 +34,9 @@ from mesh.config import ConfigError, MeshConfig, config_json_schema, load_config
 from mesh.discovery import AgentSummary, survey
 from mesh.envelope import Reply
 from mesh.nats_config import AUTH_FILE, CredentialKind, mesh_roles, write_nats_config
+from mesh.progress import Progress, progress_for
 from mesh.runtime import Runtime
+from mesh.streaming import TEXT, Chunk
 
 __all__ = ["main"]
 
@@ -136,21 +139,58 @@ def _add_common(command: argparse.ArgumentParser) -> None:
     command.add_argument("--nats", help="NATS URL (default: NATS_URL, the config, or in memory)")
     command.add_argument("--timeout", type=float, default=60.0, help="seconds (default: 60)")
     command.add_argument("--json", action="store_true", help="print the whole reply envelope")
+    command.add_argument(
+        "--stream", action="store_true", help="print the text as it is written (on stdout)"
+    )
+    command.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="a plain line per call instead of the live tree of calls (on stderr)",
+    )
 
 
-async def _call(config: MeshConfig, agent: str, value: Any, timeout: float, host: bool) -> Reply:
+async def _call(
+    config: MeshConfig, agent: str, value: Any, timeout: float, host: bool, show: _Show
+) -> Reply:
+    """Call ``agent`` streamed: every chunk to ``show``, the final reply returned."""
     runtime = Runtime.from_config(config, agents=None if host else [])  # ConfigError possible
     async with runtime:
-        return await runtime.request(agent, value, timeout=timeout)
+        async for item in runtime.stream(agent, value, timeout=timeout):
+            show.add(item)
+            if isinstance(item, Reply):
+                return item
+    raise AssertionError("a stream always ends with its reply")
 
 
-def _print(reply: Reply, as_json: bool) -> int:
+class _Show:
+    """What the terminal shows of a streamed call: the progress of the calls on stderr, and
+    with ``--stream`` the called agent's text on stdout as it is written."""
+
+    def __init__(self, progress: Progress, *, text: bool) -> None:
+        self.progress = progress
+        self._text = text
+        self.streamed = ""
+        """The called agent's own text, as printed."""
+
+    def add(self, item: Chunk | Reply) -> None:
+        self.progress.add(item)
+        if self._text and isinstance(item, Chunk) and item.kind == TEXT:
+            if item.path == self.progress.tree.root:
+                self.streamed += item.text or ""
+            sys.stdout.write(item.text or "")
+            sys.stdout.flush()
+
+
+def _print(reply: Reply, as_json: bool, streamed: str = "") -> int:
     if as_json:
         print(reply.model_dump_json(indent=2))
         return 0 if reply.error is None else 1
+    if streamed:
+        print()  # after the text printed as it came
     if reply.error is not None:
         print(f"error {reply.error.code}: {reply.error.message}", file=sys.stderr)
-    else:
+    elif not (streamed and reply.output == streamed):
         output = reply.output
         print(output if isinstance(output, str) else json.dumps(output, indent=2))
     usage = reply.usage  # on stderr: stdout stays the result alone
@@ -288,13 +328,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.bus.url is None:
             print("mesh call: give --nats URL or NATS_URL (a running mesh)", file=sys.stderr)
             return 2
-    call = functools.partial(_call, config, agent, _input(args.input), args.timeout, host)
+    progress = progress_for(agent, Console(stderr=True), quiet=args.quiet)
+    show = _Show(progress, text=args.stream and not args.json)
+    call = functools.partial(_call, config, agent, _input(args.input), args.timeout, host, show)
     try:
-        reply = anyio.run(call)
+        with progress:
+            reply = anyio.run(call)
     except ConfigError as exc:  # what only the runtime can tell (durable in memory)
         print(f"mesh: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     except ConnectionError as exc:
         print(f"mesh: {exc}", file=sys.stderr)
         return 1
-    return _print(reply, args.json)
+    return _print(reply, args.json, show.streamed)

@@ -19,7 +19,15 @@ from mesh.envelope import ZERO_USAGE, Event, Reply, StreamRequest, Task, Usage
 from mesh.llm.embeddings import Embedder, MeasuredEmbedder
 from mesh.llm.generate import generate
 from mesh.llm.instrument import InstrumentedModel
-from mesh.streaming import TEXT, Chunk, StreamingModel, StreamWriter, child_label
+from mesh.streaming import (
+    CALL,
+    TEXT,
+    Chunk,
+    StreamingModel,
+    StreamWriter,
+    call_ended,
+    child_label,
+)
 from mesh.subjects import TELEMETRY_LLM
 
 if TYPE_CHECKING:
@@ -151,6 +159,8 @@ class Context:
         label = child_label(agent, earlier)
         task.stream = StreamRequest(forward="all")
         reply: Reply | None = None
+        started = time.perf_counter()
+        await writer.send(CALL, data={"agent": agent, "state": "started"}, path=label)
         async for item in self._runtime.open_stream(
             agent, task, timeout=timeout, deadline=self.deadline
         ):
@@ -161,6 +171,8 @@ class Context:
                 path = f"{label}/{below}" if below else label
                 await writer.send(item.kind, text=item.text, data=item.data, path=path)
         assert reply is not None  # a stream always ends with its reply
+        ended = call_ended(agent, reply, (time.perf_counter() - started) * 1000)
+        await writer.send(CALL, data=ended, path=label)
         return reply
 
     async def stream(

@@ -44,12 +44,25 @@ if TYPE_CHECKING:
     from mesh.llm.model import Model
     from mesh.runtime import Runtime
 
-__all__ = ["Chunk", "Credit", "StreamWriter", "StreamingModel", "child_label", "read_stream"]
+__all__ = [
+    "CALL",
+    "TEXT",
+    "Chunk",
+    "Credit",
+    "StreamWriter",
+    "StreamingModel",
+    "call_ended",
+    "child_label",
+    "read_stream",
+]
 
 _log = logging.getLogger("mesh.streaming")
 
 TEXT = "text"
 """The kind of a chunk of text (a model's delta, or ``ctx.emit("text", ...)``)."""
+CALL = "call"
+"""The kind of the chunks a forwarding caller sends about each call below it: one when it
+starts (``{"agent", "state": "started"}``), one when its reply is in (`call_ended`)."""
 _STATUS = "Status"
 _NO_RESPONDERS = "503"
 
@@ -84,6 +97,20 @@ class Credit(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     seq: int
+
+
+def call_ended(agent: str, reply: Reply, duration_ms: float) -> dict[str, Any]:
+    """The data of the ``call`` chunk that reports a finished call below."""
+    usage = reply.usage
+    return {
+        "agent": agent,
+        "state": "ok" if reply.error is None else "failed",
+        "error": None if reply.error is None else reply.error.code,
+        "duration_ms": round(duration_ms, 3),
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cost_usd": usage.cost_usd,
+    }
 
 
 def child_label(agent: str, earlier_calls: int) -> str:
