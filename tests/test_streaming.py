@@ -291,3 +291,35 @@ async def test_no_node_for_the_agent_is_no_responders(nats_url: str) -> None:
     assert chunks == []
     assert reply.error is not None
     assert reply.error.code == "no_responders"
+
+
+class Reader(Agent[Any]):
+    """Reads another agent's stream from inside its own task, and reports what it saw."""
+
+    name = "reader"
+
+    async def execute(self, task: Task, ctx: Context) -> Any:
+        texts: list[str] = []
+        final: Reply | None = None
+        async for item in ctx.stream("writer", task.input, window=4):
+            if isinstance(item, Reply):
+                final = item
+            elif item.kind == "text":
+                texts.append(item.text or "")
+        assert final is not None
+        return {"text": "".join(texts), "output": final.output, "chunks": len(texts)}
+
+
+@pytest.mark.parametrize("bus", ["memory", "nats"])
+async def test_an_agent_reads_a_stream_with_ctx_stream_and_pays_for_it(
+    request: pytest.FixtureRequest, bus: str
+) -> None:
+    runtime = runtime_for(request, bus, CONFIG)
+    runtime.register(Reader())
+    async with runtime:
+        with anyio.fail_after(20):
+            reply = await runtime.request("reader", "x")
+    assert reply.ok, reply.error
+    assert reply.output["text"] == reply.output["output"] == ESSAY
+    assert reply.output["chunks"] >= len(WORDS)
+    assert reply.usage.calls == 1  # the writer's model call, counted in the reader's usage
