@@ -160,7 +160,7 @@ def _unit_rows(
 class Passage(BaseModel):
     """One passage of the corpus."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     id: str
     """Unique in the corpus; a passage given without one gets its position (``"0"``, ...)."""

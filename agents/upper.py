@@ -15,7 +15,7 @@ __all__ = ["UpperAgent", "UpperConfig"]
 class UpperConfig(BaseModel):
     """Settings of an `upper` agent."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     prefix: str = ""
     """Text put before the upper-cased input."""

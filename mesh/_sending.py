@@ -214,6 +214,8 @@ class Sender:
                 return
             except (NoRespondersError, MeshTimeoutError) as exc:
                 self._streams_ready = False
+                if not exc.retryable:
+                    raise  # refused for good (e.g. replicas on a server that is not clustered)
                 delay = min(2.0, 0.05 * 2 ** min(tries, 6)) * self._rng.uniform(0.5, 1)
                 if time.time() + delay >= task.deadline:
                     raise MeshTimeoutError(

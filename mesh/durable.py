@@ -283,7 +283,10 @@ class DurableWorker:
         )
 
     async def run(self) -> None:
-        """Pull and run tasks until `stop`.
+        """Pull and run tasks until `stop`. A stream or consumer JetStream will not make (not
+        up yet, too few servers for ``replicas``, or ``replicas`` above 1 on a server that is
+        not clustered) is logged as a warning and asked for again after a backoff: the node
+        goes on serving its other agents.
 
         Raises:
             BusClosedError: The connection closed.

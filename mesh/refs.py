@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar, overload
 from pydantic import (
     AfterValidator,
     BaseModel,
+    ConfigDict,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     ValidationInfo,
@@ -78,6 +79,8 @@ class AgentCall(BaseModel):
     Subclasses add the options (a branch's name, a step's input) and keep the shorthand,
     which the JSON Schema shows too.
     """
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     agent: AgentRef
     """The agent called."""

@@ -2,8 +2,10 @@
 
 ``mesh watch`` prints a line per telemetry record as it flies by (model calls with tokens and
 cost, tasks with their outcome and latency, pattern runs with their main figures), and a
-summary when it stops. ``mesh cost`` reads the sidecar's ``/metrics`` and prints the cost
-table by agent and model, and by pattern.
+summary when it stops. Once subscribed it says so on stderr, in one line (``watching
+mesh.telemetry.llm, ... on nats://... (Ctrl-C to stop)``): a script may wait for that line
+before it makes the traffic it wants to see. ``mesh cost`` reads the sidecar's ``/metrics``
+and prints the cost table by agent and model, and by pattern.
 
 Examples::
 
@@ -20,7 +22,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TextIO
 
 import anyio
@@ -156,6 +158,7 @@ async def watch_bus(
     kinds: Collection[str] = tuple(KINDS),
     count: int | None = None,
     ready: anyio.Event | None = None,
+    on_ready: Callable[[], object] | None = None,
 ) -> None:
     """Print a line per telemetry record on ``bus`` until ``count`` records (or cancelled),
     then a summary line.
@@ -166,6 +169,7 @@ async def watch_bus(
         kinds: Which records (keys of `KINDS`).
         count: Stop after this many records (malformed ones included); ``None``: never.
         ready: Set once subscribed.
+        on_ready: Called once subscribed, before any record is printed.
 
     Raises:
         KeyError: An unknown kind.
@@ -203,6 +207,8 @@ async def watch_bus(
         subscriptions.append(await bus.subscribe(subject, functools.partial(show, model)))
     try:
         await bus.flush()  # the server has the subscriptions before anyone is told
+        if on_ready is not None:
+            on_ready()
         if ready is not None:
             ready.set()
         await done.wait()
@@ -268,8 +274,20 @@ def watch_main(argv: Sequence[str] | None = None) -> int:
 
                 group.start_soon(stop_on_signal)
                 kinds = args.kind or tuple(KINDS)
-                url = settings.url or args.nats
-                await watch(url, sys.stdout, auth=settings, kinds=kinds, count=args.count)
+                url = settings.url or args.nats  # without credentials: it may be shown
+                subjects = ", ".join(KINDS[kind][0] for kind in kinds)
+                await watch(
+                    url,
+                    sys.stdout,
+                    auth=settings,
+                    kinds=kinds,
+                    count=args.count,
+                    on_ready=lambda: print(
+                        f"watching {subjects} on {url} (Ctrl-C to stop)",
+                        file=sys.stderr,
+                        flush=True,
+                    ),
+                )
                 group.cancel_scope.cancel()
 
     failed: BaseException | None = None

@@ -3,9 +3,10 @@
 Each is usable from YAML by its kind name (``parallel``, ``sequential``, ``router``, ``swarm``,
 ``supervisor``, ``rag``, ``reflection``, ``ensemble``, ``debate``, ``map_reduce``,
 ``plan_execute``, ``hierarchical``) and reports its metrics on ``mesh.telemetry.pattern``
-and in its reply's ``meta["pattern"]``.
+and in its reply's ``meta["pattern"]``. A pattern of your own does the same with `measured`.
 """
 
+from patterns._metrics import measured
 from patterns.debate import DebateConfig, DebatePattern
 from patterns.ensemble import EnsembleConfig, EnsemblePattern
 from patterns.hierarchical import HierarchicalConfig, HierarchicalPattern, TeamSpec
@@ -54,5 +55,6 @@ __all__ = [
     "TeamSpec",
     "finish",
     "handoff",
+    "measured",
     "reciprocal_rank_fusion",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,16 @@ def test_all_is_sorted_and_every_name_exists(package: str) -> None:
     # isort-style, as ruff's RUF022 keeps it: CONSTANTS, then Classes, then functions.
     assert names == sorted(names, key=lambda n: (not n.isupper(), not n[0].isupper(), n))
     assert [name for name in names if not hasattr(module, name)] == []
+
+
+def test_a_custom_pattern_imports_its_metrics_helper_from_the_package() -> None:
+    import patterns
+    from patterns._metrics import measured
+
+    assert patterns.measured is measured
+    page = (Path(__file__).resolve().parent.parent / "docs" / "custom-pattern.md").read_text()
+    assert "from patterns import measured" in page
+    assert "patterns._metrics" not in page
 
 
 def test_mesh_exports_what_the_readme_uses() -> None:

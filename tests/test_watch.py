@@ -4,6 +4,10 @@ table), on both buses."""
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +20,7 @@ import pytest
 
 from agents.llm import LLMAgent, LLMAgentConfig
 from mesh._prometheus import MetricsServer
-from mesh.bus import Bus
+from mesh.bus import Bus, NatsBus
 from mesh.llm.config import LLMConfig
 from mesh.llm.instrument import LLMCall
 from mesh.llm.pricing import Price
@@ -34,6 +38,7 @@ from mesh.watch import (
     watch_main,
 )
 from patterns.router import RouterConfig, RouterPattern
+from tests.nodes import ROOT
 
 pytestmark = pytest.mark.anyio
 
@@ -183,6 +188,45 @@ async def test_watch_shows_only_the_kinds_asked_for_and_says_what_it_could_not_r
         "-- 1 model calls, 0 tokens in, 0 out, $0.000000 (+1 calls of unknown price); "
         "0 tasks (0 failed); 0 pattern runs; 1 malformed records skipped",
     ]
+
+
+async def test_the_command_says_on_stderr_once_it_is_subscribed(nats_url: str) -> None:
+    command = [sys.executable, "-m", "mesh", "watch", "--nats", nats_url, "--kind", "llm"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("NATS_URL", None)
+    process = await anyio.open_process(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    err = b""
+    try:
+        with anyio.fail_after(20):
+            while b"\n" not in err:
+                err += await process.stderr.receive()
+            # Published only once the line is out: nothing is lost to a subscription not made.
+            async with await NatsBus.connect(nats_url) as bus:
+                call = {"model": "scripted:mini", "provider": "scripted", "agent": "a", "time": T}
+                await bus.publish(TELEMETRY_LLM, msgpack.packb(call))
+            out = b""
+            while b"\n" not in out:
+                out += await process.stdout.receive()
+            process.send_signal(signal.SIGINT)
+            rest = b"".join([chunk async for chunk in process.stdout])
+            code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await process.aclose()
+    assert err.decode() == f"watching mesh.telemetry.llm on {nats_url} (Ctrl-C to stop)\n"
+    assert (out + rest).decode().splitlines() == [
+        f"{stamp(T)} llm     a              scripted:mini               0 in      0 out "
+        "         $?      0.0 ms  ok",
+        "-- 1 model calls, 0 tokens in, 0 out, $0.000000 (+1 calls of unknown price); "
+        "0 tasks (0 failed); 0 pattern runs",
+    ]
+    assert code == 0
 
 
 def test_watch_reports_an_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,7 +3,10 @@
 NATS-only by nature (the in-memory bus keeps nothing across processes, so it offers no durable
 delivery). nats-py's JetStream errors are translated here (and in ``kv.py``) to the mesh's own:
 a JetStream that does not answer is `MeshTimeoutError`, one that is not there at all is
-`NoRespondersError`, a closed connection is `BusClosedError`.
+`NoRespondersError`, a closed connection is `BusClosedError`. A JetStream that answers with an
+error is `NoRespondersError` too (nothing was stored), retryable when waiting may help (not
+enough servers for the replicas asked, a stream missing) and not when the request can never
+succeed on these servers (replicas on a server that is not clustered, a setting refused).
 
 The pull consumer is ours rather than nats-py's ``fetch``: a fetch of ``n`` messages waits for
 all ``n`` (or its timeout) before returning any, and a node must start each task as it
@@ -29,9 +32,15 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from mesh.bus.base import BusClosedError, Headers
-from mesh.errors import MeshTimeoutError, NoRespondersError
+from mesh.errors import MeshError, MeshTimeoutError, NoRespondersError
 
-__all__ = ["JetStream", "PullConsumer", "PulledMessage", "StreamSpec", "jetstream_errors"]
+__all__ = [
+    "JetStream",
+    "PullConsumer",
+    "PulledMessage",
+    "StreamSpec",
+    "jetstream_errors",
+]
 
 _log = logging.getLogger("mesh.bus.jetstream")
 
@@ -42,6 +51,10 @@ _DESCRIPTION = "Description"
 _HEARTBEAT = "100"
 _MAX_BATCH = 256  # the server's limit for one pull request
 _STREAM_IN_USE = 10058  # "stream name already in use with a different configuration"
+_NO_PEERS = 10005  # "no suitable peers for placement": fewer servers than replicas, for now
+_REPLICAS_NOT_CLUSTERED = 10074  # "replicas > 1 not supported in non-clustered mode"
+_BACKOFF = 2.0  # seconds between tries at most while JetStream comes (back) up
+_REFUSED_BACKOFF = 30.0  # ... and after a refusal only a change of settings lifts
 
 
 @contextlib.contextmanager
@@ -50,21 +63,55 @@ def jetstream_errors(what: str) -> Iterator[None]:
 
     Raises:
         MeshTimeoutError: JetStream did not answer in time (a server restarting, overloaded).
-        NoRespondersError: No JetStream answered: not enabled on the server, or no stream.
+        NoRespondersError: No JetStream answered (not enabled on the server, or no stream), or
+            it refused the request: retryable when waiting may help (see `_refused`).
         BusClosedError: The connection is closed or draining.
     """
     try:
         yield
     except (TimeoutError, nats.errors.TimeoutError) as exc:
         raise MeshTimeoutError(f"{what}: JetStream did not answer in time") from exc
-    except (
-        nats.errors.NoRespondersError,
-        nats.js.errors.NoStreamResponseError,
-        nats.js.errors.ServiceUnavailableError,
-    ) as exc:
+    except nats.js.errors.ServiceUnavailableError as exc:
+        if exc.err_code is None:
+            raise NoRespondersError(f"{what}: JetStream is not available") from exc
+        raise _refused(what, exc) from exc
+    except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError) as exc:
         raise NoRespondersError(f"{what}: JetStream is not available") from exc
+    except nats.js.errors.APIError as exc:
+        raise _refused(what, exc) from exc
     except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
         raise BusClosedError("the NATS connection is draining or closed") from exc
+
+
+def _refused(what: str, exc: nats.js.errors.APIError) -> NoRespondersError:
+    """The mesh's error for a JetStream API error answer: nothing was stored or created.
+
+    Retryable when waiting may help: a server error (5xx: no meta leader yet, insufficient
+    resources), something not found (yet: a peer may be creating it), or fewer servers than the
+    replicas asked (one may join). Not retryable when the same request can never succeed on
+    these servers: replicas above 1 on a server that is not clustered, or any other request
+    refused as bad (4xx: a setting out of range, subjects overlapping another stream).
+
+    Args:
+        what: What was asked, for the message (e.g. ``stream MESH_TASKS``).
+        exc: nats-py's error.
+
+    Returns:
+        The error, its ``details`` holding JetStream's ``status`` and ``err_code``.
+    """
+    status, code = exc.code, exc.err_code
+    if code == _REPLICAS_NOT_CLUSTERED:
+        retryable = False
+    elif code == _NO_PEERS or status is None or status == 404:
+        retryable = True
+    else:
+        retryable = status >= 500
+    description = exc.description or "refused"
+    return NoRespondersError(
+        f"{what}: {description} (JetStream error {code or status})",
+        retryable=retryable,
+        details={"status": status, "err_code": code},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +198,9 @@ class JetStream:
         """Create the stream if it does not exist; an existing one is used as it is.
 
         Raises:
-            NoRespondersError: JetStream is not enabled on the server.
+            NoRespondersError: JetStream is not enabled on the server, or it refused the
+                stream: retryable if waiting may help (fewer servers than ``replicas`` for
+                now), not if it never can (``replicas`` above 1 on a server not clustered).
             MeshTimeoutError: JetStream did not answer.
         """
         if spec.name in self._streams:
@@ -167,7 +216,7 @@ class JetStream:
             duplicate_window=spec.duplicate_window,
             num_replicas=spec.replicas,
         )
-        with jetstream_errors(f"stream {spec.name}"):
+        with jetstream_errors(f"stream {spec.name} (replicas: {spec.replicas})"):
             try:
                 await self._js.add_stream(config)
             except nats.js.errors.BadRequestError as exc:
@@ -236,7 +285,10 @@ class PullConsumer:
         handler: Called with each message (must not wait for the work: hand it to a task).
         capacity: Messages held at once; `release` gives one slot back.
         prepare: Makes sure the stream and consumer exist; called before the first pull and
-            again when the server says the consumer is gone.
+            again when the server says the consumer is gone. A `MeshError` it raises is
+            logged (a warning the first time, while the same problem lasts at info) and it
+            is called again after a backoff: up to 2 s if the error is retryable, up to 30 s
+            if not (the stream refused as asked: the settings or the servers must change).
         expires: Seconds a pull request waits on the server for messages.
         heartbeat: Seconds between the server's signs of life for an open pull; two missed
             (a server restart, a lost connection) and the pull is given up and made again.
@@ -255,6 +307,7 @@ class PullConsumer:
         heartbeat: float = 1.0,
     ) -> None:
         self._client = client
+        self._name = f"{consumer} on {stream}"
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._handler = handler
         self._capacity = capacity
@@ -269,7 +322,10 @@ class PullConsumer:
         self._wake = asyncio.Event()
         self._broken = False
         self._failures = 0
+        self._refused = False  # the last failure was not retryable: back off longer
+        self._problem: str | None = None  # the last failure's message, warned about once
         self._stopping = False
+        self._stopped = asyncio.Event()
 
     @property
     def _credit(self) -> int:
@@ -284,6 +340,7 @@ class PullConsumer:
     def stop(self) -> None:
         """Pull no more; messages still arriving are handed back to the stream at once."""
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
 
     async def run(self) -> None:
@@ -326,18 +383,40 @@ class PullConsumer:
                 await subscription.unsubscribe()
 
     async def _ready(self) -> bool:
-        """Prepare the consumer; after a failure (or a broken one) wait a little first."""
+        """Prepare the consumer; after a failure (or a broken one) wait first, until `stop`
+        at most. Returns whether it is ready."""
         if self._failures:
-            delay = min(2.0, 0.05 * 2 ** min(self._failures, 8))
-            await asyncio.sleep(delay)  # bounded backoff while JetStream comes (back) up
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._backoff()):
+                    await self._stopped.wait()
+            if self._stopping:
+                return False
         try:
             await self._prepare()
-        except (NoRespondersError, MeshTimeoutError) as exc:
+        except MeshError as exc:
             self._failures += 1
-            _log.info("durable consumer %s not ready: %s", self._next, exc)
+            self._refused = not exc.retryable
+            # Once per problem at warning: a refusal lasts until someone acts on it.
+            log = _log.info if exc.message == self._problem else _log.warning
+            log(
+                "durable consumer %s not ready, trying again in %.1fs: %s",
+                self._name,
+                self._backoff(),
+                exc,
+            )
+            self._problem = exc.message
             return False
+        if self._problem is not None:
+            _log.info("durable consumer %s ready", self._name)
+        self._problem = None
+        self._refused = False
         self._broken = False
         return True
+
+    def _backoff(self) -> float:
+        """Seconds to wait before preparing again, growing with the failures in a row."""
+        ceiling = _REFUSED_BACKOFF if self._refused else _BACKOFF
+        return min(ceiling, 0.05 * 2.0 ** min(self._failures, 10))
 
     def _should_pull(self) -> bool:
         # Few, large pulls: a new one when none is open, or once half the slots are free.

@@ -194,7 +194,9 @@ class NatsKeyValue:
             if self._kv is None and self._local is None:
                 try:
                     self._kv = await self._create()
-                except NoRespondersError:
+                except NoRespondersError as exc:
+                    if not exc.retryable:
+                        raise  # refused for good (e.g. replicas on a server not clustered)
                     _log.warning(
                         "no JetStream on the server: results and idempotency keys are kept "
                         "by each node for itself, not shared"

@@ -15,7 +15,7 @@ __all__ = ["Model", "ProviderConfig", "split_model_name"]
 class ProviderConfig(BaseModel):
     """How to reach one provider (the ``llm.providers`` section of the config)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     api_key: SecretStr | None = None
     """The key; ``None`` reads the provider's usual variable (``OPENAI_API_KEY``, ...)."""
