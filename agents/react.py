@@ -1,5 +1,6 @@
 """`react`: a tool-using loop. The model is asked, runs the tools it calls, sees their results,
-and is asked again, until it answers without calling a tool or runs out of steps.
+and is asked again, until it answers without calling a tool or runs out of steps
+(``max_steps`` model calls, ``max_tool_calls`` tool calls) or of budget.
 
 A tool that fails (unknown name, arguments that do not fit its schema, an exception) does not
 fail the task: its error goes back to the model as the tool's result, so it can recover.
@@ -19,7 +20,7 @@ from agents.tools import Tool, ToolArgumentsError, resolve_tools, tool_of
 from mesh.agent import Agent
 from mesh.context import Context
 from mesh.envelope import Task
-from mesh.errors import AgentError
+from mesh.errors import AgentError, BudgetExceededError
 from mesh.llm.types import ChatMessage, ToolCall
 from mesh.refs import AgentRef, Piece
 
@@ -49,6 +50,10 @@ class ReactConfig(BaseModel):
     """Agents of the mesh offered as tools, by name, with what each does (the model reads it)."""
     max_steps: int = Field(default=8, ge=1)
     """Most model calls for one task; past it the task fails with ``agent_error``."""
+    max_tool_calls: int | None = Field(default=None, ge=1)
+    """Most tool calls for one task, over all its steps (a model may ask for many at once);
+    a step that would pass it fails the task with ``agent_error`` before its tools run.
+    ``None``: no limit but ``max_steps``."""
     temperature: float | None = None
     """Sampling temperature; ``None`` for the provider's default."""
     max_tokens: int | None = Field(default=None, ge=1)
@@ -115,8 +120,11 @@ class ReactAgent(Agent[ReactConfig]):
 
         Raises:
             BadSchemaError: The input is neither text nor ``{"question": text}``.
-            AgentError: No answer within ``max_steps`` model calls; ``details`` carry
-                ``max_steps`` and the tool calls made.
+            AgentError: No answer within ``max_steps`` model calls, or the model asked for
+                more than ``max_tool_calls`` tool calls; ``details`` carry the limit and the
+                tool calls made.
+            BudgetExceededError: The task's budget ran out: a model call was refused;
+                ``details.partial`` is the output so far, with ``answer`` null.
             MeshError: The model's own failures (rate limit, auth, ...).
         """
         config = self.config
@@ -124,18 +132,30 @@ class ReactAgent(Agent[ReactConfig]):
         messages = [ChatMessage(role="user", content=question)]
         record: list[dict[str, Any]] = []
         for step in range(1, config.max_steps + 1):
-            response = await ctx.llm(
-                config.model,
-                messages,
-                system=config.system,
-                tools=self._specs,
-                temperature=config.temperature,
-                max_tokens=config.max_tokens,
-            )
+            try:
+                response = await ctx.llm(
+                    config.model,
+                    messages,
+                    system=config.system,
+                    tools=self._specs,
+                    temperature=config.temperature,
+                    max_tokens=config.max_tokens,
+                )
+            except BudgetExceededError as exc:
+                partial = {"answer": None, "steps": step - 1, "tool_calls": record}
+                details = {**(exc.details or {}), "partial": partial}
+                raise BudgetExceededError(exc.message, details=details) from exc
             if not response.tool_calls:
                 return {"answer": response.text, "steps": step, "tool_calls": record}
             if step == config.max_steps:
                 break  # the model wants more tools than it has steps to read their results
+            most = config.max_tool_calls
+            if most is not None and len(record) + len(response.tool_calls) > most:
+                raise AgentError(
+                    f"{self.name}: the model asked for {len(response.tool_calls)} more tool "
+                    f"calls after {len(record)}, past max_tool_calls={most}",
+                    details={"max_tool_calls": most, "tool_calls": record},
+                )
             messages.append(
                 ChatMessage(role="assistant", content=response.text, tool_calls=response.tool_calls)
             )

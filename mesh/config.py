@@ -48,6 +48,7 @@ from mesh.agent import Agent
 from mesh.bus.auth import NatsAuth
 from mesh.delivery import Delivery, DurableSettings, RetryPolicy
 from mesh.errors import UnknownAgentError
+from mesh.limits import RateLimit
 from mesh.llm.config import LLMConfig
 from mesh.refs import REFERENCES, AgentRef, Pieces, References
 from mesh.subjects import validate_agent_name
@@ -206,6 +207,9 @@ class AgentSpec(BaseModel):
     ack_wait: float | None = Field(default=None, ge=1)
     """Seconds of node silence before a durable task is tried elsewhere; ``None`` is
     ``defaults.durable.ack_wait``."""
+    rate_limit: RateLimit | None = None
+    """Most tasks a node of this agent takes (``{per_second, burst?}``); a task above it is
+    answered ``rate_limited`` (retryable) without running. ``None``: no limit."""
 
     @field_validator("kind")
     @classmethod
@@ -295,6 +299,27 @@ class MeshConfig(BaseModel):
         if entry is not None and "agents" in info.data:  # absent: agents failed, reported there
             _check_entry(entry, info.data["agents"])
         return entry
+
+    @field_validator("llm")
+    @classmethod
+    def _limits_fit(cls, llm: LLMConfig, info: ValidationInfo) -> LLMConfig:
+        agents = info.data.get("agents")
+        unknown = sorted(set(llm.limits) - set(agents)) if agents else []
+        if unknown:
+            raise ValueError(
+                f"llm.limits names agents that are not declared: {unknown} "
+                f"(declared: {sorted(agents or ())})"
+            )
+        defaults = info.data.get("defaults")
+        kept = defaults.durable.results_ttl if isinstance(defaults, Defaults) else None
+        for agent, limits in llm.limits.items():
+            if limits.spend is not None and kept is not None and limits.spend.window > kept:
+                raise ValueError(
+                    f"llm.limits.{agent}.spend.window ({limits.spend.window}s) is longer than "
+                    f"defaults.durable.results_ttl ({kept:g}s), how long the shared store "
+                    "keeps a window's count"
+                )
+        return llm
 
     def build_agent(self, name: str) -> Agent[Any]:
         """Instantiate the agent declared as ``name``, with its settings validated.

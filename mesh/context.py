@@ -1,8 +1,9 @@
 """`Context`: everything an agent may do, and the seam where the mesh keeps its promises.
 
-Each call made through a context is stamped with what is left of the caller's deadline (never
-more), the call path and the correlation id of the tree; the callee's usage is added to the
-caller's, so the reply to a top-level task carries the cost of everything below it.
+Each call made through a context is stamped with what is left of the caller's deadline and
+budget (never more), the call path and the correlation id of the tree; the callee's usage is
+added to the caller's, so the reply to a top-level task carries the cost of everything below
+it. Each model call passes the task's `CallGuard` first (budget, prompt size, spend limit).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from mesh.envelope import ZERO_USAGE, Event, Reply, StreamRequest, Task, Usage
+from mesh.envelope import ZERO_USAGE, Budget, Event, Reply, StreamRequest, Task, Usage
 from mesh.llm.embeddings import Embedder, MeasuredEmbedder
 from mesh.llm.generate import generate
+from mesh.llm.guard import CallGuard
 from mesh.llm.instrument import InstrumentedModel
+from mesh.spend import SpendMeter
 from mesh.streaming import (
     CALL,
     TEXT,
@@ -76,6 +79,8 @@ class Context:
         """Agent calls made through this context so far."""
         self.meta: dict[str, Any] = {}
         """Merged into the reply's ``meta`` (patterns keep their metrics here)."""
+        self.budget: Budget | None = task.budget if task else None
+        """The task's budget as it arrived (`remaining_budget` is what is left of it)."""
         self.stream_writer = stream
         """Where this task's chunks go when its caller asked for a stream, else ``None``:
         `emit`, model calls and (with ``forward: all``) the calls below write to it."""
@@ -104,6 +109,10 @@ class Context:
         """Seconds left before the deadline, or ``None`` without one."""
         return None if self.deadline is None else self.deadline - time.time()
 
+    def remaining_budget(self) -> Budget | None:
+        """What is left of the task's budget after what it has spent so far, or ``None``."""
+        return None if self.budget is None else self.budget.left_after(self.usage)
+
     def add_usage(self, usage: Usage) -> None:
         """Count usage made by this agent itself (the LLM layer calls it for every model call)."""
         self.usage = self.usage + usage
@@ -117,6 +126,7 @@ class Context:
         context: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         retry: RetryPolicy | None = None,
+        budget: Budget | None = None,
     ) -> Reply:
         """Send a task to ``agent`` and return its reply, failed or not (errors never raise).
 
@@ -128,8 +138,11 @@ class Context:
             idempotency_key: The same for every try of this logical task: a callee that
                 finished it answers again from the stored reply (see `subjects.md`).
             retry: How to retry; default: the callee's policy from the config.
+            budget: A budget for the callee; it gets the tighter of this and what is left
+                of this task's (`remaining_budget`), never more.
         """
         parent = self.task
+        left = self.remaining_budget()
         merged = {**parent.context, **(context or {})} if parent else dict(context or {})
         task = Task(
             input=input,
@@ -138,6 +151,7 @@ class Context:
             context=merged,
             path=list(self.path),
             idempotency_key=idempotency_key,
+            budget=budget if left is None else left.within(budget),
         )
         self.calls_made += 1
         writer = self.stream_writer
@@ -207,6 +221,7 @@ class Context:
             sender=self.agent,
             context=merged,
             path=list(self.path),
+            budget=self.remaining_budget(),
             stream=StreamRequest(window=window, forward=forward),
         )
         self.calls_made += 1
@@ -226,6 +241,7 @@ class Context:
         context: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         retry: RetryPolicy | None = None,
+        budget: Budget | None = None,
     ) -> Any:
         """Send a task to ``agent`` and return its output (options as for `request`).
 
@@ -240,6 +256,7 @@ class Context:
             context=context,
             idempotency_key=idempotency_key,
             retry=retry,
+            budget=budget,
         )
         return reply.unwrap()
 
@@ -293,11 +310,28 @@ class Context:
             task_id=task.id if task else None,
             correlation_id=(task.correlation_id or task.id) if task else None,
             tracing=self.tracing,
+            guard=self._guard,
         )
         writer = self.stream_writer
         if writer is None or writer.forward == "none":
             return measured
         return StreamingModel(measured, writer)
+
+    @functools.cached_property
+    def _guard(self) -> CallGuard | None:
+        """The checks of this task's model calls; ``None`` without a budget or limits."""
+        limits = self._runtime.models.limits(self.agent)
+        if self.budget is None and limits is None:
+            return None
+        spend = limits is not None and limits.spend is not None
+        return CallGuard(
+            agent=self.agent,
+            prices=self._runtime.prices,
+            budget=self.budget,
+            spent=lambda: self.usage,
+            limits=limits,
+            meter=SpendMeter(self._runtime.ledger.store) if spend else None,
+        )
 
     def embedder(self, embedder: str | Embedder) -> Embedder:
         """An embedder (by name: ``hash``, ``openai:text-embedding-3-small``; or one built in

@@ -16,6 +16,7 @@ from mesh.errors import MeshError, error_class
 
 __all__ = [
     "ZERO_USAGE",
+    "Budget",
     "ErrorInfo",
     "Event",
     "Reply",
@@ -87,6 +88,52 @@ ZERO_USAGE = Usage()
 """Usage of no work at all (immutable, so it is shared)."""
 
 
+class Budget(BaseModel):
+    """What a task may spend on model calls, itself and every call below it.
+
+    Each limit is optional; a task without one of them is not limited by it. A child task gets
+    what is left of its parent's budget when it is sent (`Context.request`), never more.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    max_cost_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """Most US dollars the task's model calls may cost in all."""
+    max_tokens: int | None = Field(default=None, ge=0)
+    """Most tokens (input plus output) the task's model calls may use in all."""
+
+    def left_after(self, usage: Usage) -> Budget:
+        """What is left once ``usage`` is spent (never below zero).
+
+        A cost that is unknown (an unpriced call) leaves nothing of ``max_cost_usd``: a limit
+        that cannot be checked is treated as used up.
+        """
+        cost = self.max_cost_usd
+        if cost is not None:
+            cost = 0.0 if usage.cost_usd is None else max(0.0, cost - usage.cost_usd)
+        tokens = self.max_tokens
+        if tokens is not None:
+            tokens = max(0, tokens - usage.total_tokens)
+        return self.model_copy(update={"max_cost_usd": cost, "max_tokens": tokens})
+
+    def within(self, other: Budget | None) -> Budget:
+        """The tighter of this budget and ``other``, limit by limit."""
+        if other is None:
+            return self
+        return self.model_copy(
+            update={
+                "max_cost_usd": _least(self.max_cost_usd, other.max_cost_usd),
+                "max_tokens": _least(self.max_tokens, other.max_tokens),
+            }
+        )
+
+
+def _least(first: Any, second: Any) -> Any:
+    if first is None:
+        return second
+    return first if second is None else min(first, second)
+
+
 class ErrorInfo(BaseModel):
     """A structured error as it travels in a reply."""
 
@@ -147,6 +194,9 @@ class Task(BaseModel):
     idempotency_key: str | None = None
     """The same for every try of one logical task: a host that finished a task with this key
     (for this agent) answers again with the stored reply instead of running it again."""
+    budget: Budget | None = None
+    """What the task's model calls may still spend, with every call below it; a model call
+    that would go past it is refused with ``budget_exceeded``. ``None``: no limit."""
     stream: StreamRequest | None = None
     """Set by a caller that wants the reply streamed: chunks, then the final reply (see
     `mesh.streaming`)."""

@@ -38,6 +38,7 @@ from mesh.errors import (
     CancelledError as TaskCancelledError,
 )
 from mesh.ledger import is_final
+from mesh.limits import RateLimit, RateLimiter
 from mesh.streaming import StreamWriter
 from mesh.subjects import queue_group, task_subject
 
@@ -96,6 +97,7 @@ class AgentHost:
         timeout: Seconds a task without a deadline may run.
         max_message_bytes: Larger tasks are refused with ``payload_too_large``.
         max_depth: Tasks whose call path is longer are refused with ``depth_exceeded``.
+        rate_limit: Tasks it takes per second (a token bucket); above it ``rate_limited``.
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class AgentHost:
         timeout: float,
         max_message_bytes: int,
         max_depth: int,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self.agent = agent
         self.max_concurrency = max_concurrency
@@ -116,6 +119,7 @@ class AgentHost:
         self._timeout = timeout
         self._max_message_bytes = max_message_bytes
         self._max_depth = max_depth
+        self._limiter = None if rate_limit is None else RateLimiter(agent.name, rate_limit)
         # asyncio primitives on the per-message path: anyio's cost several times more per
         # task, and nats-py ties the mesh to asyncio anyway. The host owns its tasks: `stop`
         # waits for them, `close` cancels them.
@@ -485,6 +489,8 @@ class AgentHost:
                 )
             if self._runtime.cancelled_early(task.id):
                 raise TaskCancelledError("the caller cancelled the task before it started")
+            if self._limiter is not None:
+                self._limiter.admit()  # rate_limited above the agent's rate_limit
             output = await self._execute(task, ctx, allowed)
             error = None
         except MeshError as exc:

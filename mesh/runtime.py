@@ -30,7 +30,7 @@ from mesh.context import Context, EventHandler
 from mesh.delivery import AgentDelivery, Delivery, DurableSettings, RetryPolicy
 from mesh.discovery import ServiceResponder
 from mesh.durable import DurableWorker
-from mesh.envelope import Event, Reply, StreamRequest, Task
+from mesh.envelope import Budget, Event, Reply, StreamRequest, Task
 from mesh.errors import (
     DeadlineExceededError,
     MeshError,
@@ -38,6 +38,7 @@ from mesh.errors import (
 )
 from mesh.host import AgentHost
 from mesh.ledger import Ledger
+from mesh.limits import RateLimit
 from mesh.llm.config import LLMConfig
 from mesh.llm.pricing import PriceBook
 from mesh.llm.registry import ModelRegistry
@@ -73,12 +74,19 @@ RESULTS_BUCKET = "mesh_results"
 
 
 class _Registration:
-    __slots__ = ("agent", "max_concurrency", "timeout")
+    __slots__ = ("agent", "max_concurrency", "rate_limit", "timeout")
 
-    def __init__(self, agent: Agent[Any], max_concurrency: int, timeout: float) -> None:
+    def __init__(
+        self,
+        agent: Agent[Any],
+        max_concurrency: int,
+        timeout: float,
+        rate_limit: RateLimit | None,
+    ) -> None:
         self.agent = agent
         self.max_concurrency = max_concurrency
         self.timeout = timeout
+        self.rate_limit = rate_limit
 
 
 class Runtime:
@@ -255,6 +263,7 @@ class Runtime:
                 config.build_agent(name),
                 max_concurrency=config.max_concurrency(name),
                 timeout=config.timeout(name),
+                rate_limit=config.agents[name].rate_limit,
             )
         return runtime
 
@@ -267,6 +276,7 @@ class Runtime:
         max_concurrency: int | None = None,
         timeout: float | None = None,
         delivery: AgentDelivery | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         """Host ``agent`` once the runtime starts.
 
@@ -275,6 +285,8 @@ class Runtime:
             max_concurrency: Tasks run at once (default: the runtime's).
             timeout: Seconds a task without a deadline may run (default: the runtime's).
             delivery: How tasks reach it (default: as in ``deliveries``, else core).
+            rate_limit: Tasks it takes per second, per process (a token bucket); above it
+                ``rate_limited`` (default: no limit).
 
         Raises:
             ValueError: An agent of that name is registered already, or it is durable on the
@@ -292,6 +304,7 @@ class Runtime:
             agent,
             max_concurrency or self._max_concurrency,
             timeout or self._timeout,
+            rate_limit,
         )
 
     @property
@@ -442,6 +455,7 @@ class Runtime:
             timeout=registration.timeout,
             max_message_bytes=self._max_message_bytes,
             max_depth=self._max_depth,
+            rate_limit=registration.rate_limit,
         )
         await host.start()
         self._hosts.append(host)
@@ -493,6 +507,7 @@ class Runtime:
         context: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         retry: RetryPolicy | None = None,
+        budget: Budget | None = None,
     ) -> Reply:
         """Send a task to ``agent`` and return its reply, failed or not (errors never raise).
 
@@ -504,6 +519,8 @@ class Runtime:
             idempotency_key: The same for every try of this logical task (your own retries
                 included): a host that finished it answers again from the stored reply.
             retry: How to try again (default: the agent's policy, else the runtime's).
+            budget: What the model calls of the task, and of every task below it, may spend
+                in all (``budget_exceeded`` past it); default: no limit.
         """
         task = Task(
             input=input,
@@ -511,6 +528,7 @@ class Runtime:
             context=dict(context or {}),
             path=[self.name],
             idempotency_key=idempotency_key,
+            budget=budget,
         )
         return await self.send(agent, task, timeout=timeout, retry=retry)
 
@@ -523,6 +541,7 @@ class Runtime:
         context: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         retry: RetryPolicy | None = None,
+        budget: Budget | None = None,
     ) -> Any:
         """Send a task to ``agent`` and return its output (arguments as for `request`).
 
@@ -536,6 +555,7 @@ class Runtime:
             context=context,
             idempotency_key=idempotency_key,
             retry=retry,
+            budget=budget,
         )
         return reply.unwrap()
 
@@ -661,9 +681,10 @@ class Runtime:
         timeout: float | None = None,
         context: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        budget: Budget | None = None,
     ) -> str:
         """Hand a task to a durable agent and return its id at once; fetch the reply later
-        with `result` (from this process or any other).
+        with `result` (from this process or any other); ``budget`` as for `request`.
 
         Raises:
             ValueError: ``agent`` is not durable.
@@ -678,6 +699,7 @@ class Runtime:
             context=dict(context or {}),
             path=[self.name],
             idempotency_key=idempotency_key,
+            budget=budget,
             deadline=time.time() + (self._timeout if timeout is None else timeout),
         )
         with self.tracing.sending(durable_subject(agent), task) as headers:

@@ -1,21 +1,22 @@
 """Pattern metrics: each coordinator measures its own execution, publishes it on
-``mesh.telemetry.pattern`` and keeps it in its reply's ``meta["pattern"]``."""
+``mesh.telemetry.pattern`` and keeps it in its reply's ``meta["pattern"]``; and, when its
+budget runs out, hands its caller what it had done (`partial_on_budget`)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
 
 from mesh.context import Context
-from mesh.errors import ErrorCode, MeshError
+from mesh.errors import BudgetExceededError, ErrorCode, MeshError
 from mesh.subjects import TELEMETRY_PATTERN
 from mesh.telemetry import PatternRun
 
-__all__ = ["measured"]
+__all__ = ["measured", "partial_on_budget", "with_partial"]
 
 
 @asynccontextmanager
@@ -60,3 +61,31 @@ async def measured(ctx: Context, pattern: str) -> AsyncIterator[dict[str, Any]]:
             )
             with anyio.CancelScope(shield=True):  # a cancelled run is reported too
                 await ctx.publish_telemetry(TELEMETRY_PATTERN, run)
+
+
+@contextmanager
+def partial_on_budget(partial: Callable[[], Any]) -> Iterator[None]:
+    """Give a ``budget_exceeded`` raised in the block (a callee's, or a model call of the
+    pattern's own that was refused) the run's result so far, as ``details["partial"]``.
+
+    Args:
+        partial: Returns the result so far, in the shape of the pattern's output; called
+            only when the budget ran out.
+
+    Raises:
+        BudgetExceededError: The one raised in the block, with ``partial`` in its details
+            (kept as it is when it has one already).
+    """
+    try:
+        yield
+    except BudgetExceededError as exc:
+        if exc.details is not None and "partial" in exc.details:
+            raise
+        raise with_partial(exc, partial()) from exc
+
+
+def with_partial(error: MeshError, partial: Any) -> MeshError:
+    """``error`` again (same class, message and ``retryable``), ``partial`` added to its
+    details as ``"partial"``: the result so far of a run that stopped."""
+    details = {**(error.details or {}), "partial": partial}
+    return type(error)(error.message, retryable=error.retryable, details=details)

@@ -7,7 +7,8 @@ at once (at most ``max_parallel`` in flight), so independent steps overlap and d
 ones wait; each step is given ``{"task": <the goal>, "step": <its description>, "results":
 {<dependency id>: <its output>}}``. When a step fails, no new step starts; once the steps in
 flight have answered, the planner is asked again, from the current state, at most
-``max_replans`` times. A re-plan may repeat a completed step by its id: it does not run again
+``max_replans`` times (but not after a step ran out of the task's budget: the run then stops
+with what it has). A re-plan may repeat a completed step by its id: it does not run again
 and its output stands, so new steps can depend on it. At most ``max_steps`` steps run in all.
 
 In YAML::
@@ -37,10 +38,16 @@ from agents.planner import Plan, PlannerInput, Step
 from mesh.agent import Agent
 from mesh.context import Context
 from mesh.envelope import ErrorInfo, Task
-from mesh.errors import BadSchemaError, BudgetExceededError, UnknownAgentError, error_class
+from mesh.errors import (
+    BadSchemaError,
+    BudgetExceededError,
+    ErrorCode,
+    UnknownAgentError,
+    error_class,
+)
 from mesh.refs import AgentRef
 from patterns._callee import output_of, parse_output
-from patterns._metrics import measured
+from patterns._metrics import measured, partial_on_budget
 
 __all__ = ["PlanExecuteConfig", "PlanExecutePattern"]
 
@@ -122,6 +129,9 @@ class PlanExecutePattern(Agent[PlanExecuteConfig]):
         BudgetExceededError: A plan would take the steps run past ``max_steps``.
         MeshError: A step failed with no re-plan left: the step's error class and code;
             ``details``: ``{"failed", "steps", "replans"}``.
+        BudgetExceededError: A step, or the planner, ran out of the task's budget (no
+            re-plan is tried), or ``max_steps`` (above): the details as above, and
+            ``partial``: ``{"result": null, "completed": {id: output}, "steps", "replans"}``.
     """
 
     name = "plan_execute"
@@ -137,32 +147,40 @@ class PlanExecutePattern(Agent[PlanExecuteConfig]):
             ) from exc
         async with measured(ctx, "plan_execute") as figures:
             state = _State(began=time.perf_counter())
-            sizes: list[int] = []
-            plan = await self._plan({"goal": goal.goal, "context": goal.context}, ctx)
-            while True:
-                sizes.append(len(plan.steps))
-                self._check(plan, state)
-                await self._run(plan, len(sizes) - 1, goal.goal, state, ctx)
-                figures.update(
-                    steps_run=len(state.entries),
-                    failures=sum("error" in entry for entry in state.entries),
-                    parallel_width=state.width,
-                    replans=state.replans,
-                    plans=sizes,
-                )
-                if not state.failed:
-                    break
-                if state.replans >= self.config.max_replans:
-                    raise self._exhausted(state)
-                state.replans += 1
-                figures["replans"] = state.replans
-                plan = await self._plan(self._replan_input(goal, state), ctx)
-                state.failed = []
-            return {
-                "result": _result(plan, state),
-                "steps": state.entries,
-                "replans": state.replans,
-            }
+            with partial_on_budget(lambda: _partial(state)):
+                return await self._execute(goal, state, figures, ctx)
+
+    async def _execute(
+        self, goal: _Goal, state: _State, figures: dict[str, Any], ctx: Context
+    ) -> dict[str, Any]:
+        """Plan, run, re-plan after failures, until the plan is done or cannot go on."""
+        sizes: list[int] = []
+        plan = await self._plan({"goal": goal.goal, "context": goal.context}, ctx)
+        while True:
+            sizes.append(len(plan.steps))
+            self._check(plan, state)
+            await self._run(plan, len(sizes) - 1, goal.goal, state, ctx)
+            figures.update(
+                steps_run=len(state.entries),
+                failures=sum("error" in entry for entry in state.entries),
+                parallel_width=state.width,
+                replans=state.replans,
+                plans=sizes,
+            )
+            if not state.failed:
+                break
+            spent = any(f["error"]["code"] == ErrorCode.BUDGET_EXCEEDED for f in state.failed)
+            if spent or state.replans >= self.config.max_replans:
+                raise self._exhausted(state, spent=spent)
+            state.replans += 1
+            figures["replans"] = state.replans
+            plan = await self._plan(self._replan_input(goal, state), ctx)
+            state.failed = []
+        return {
+            "result": _result(plan, state),
+            "steps": state.entries,
+            "replans": state.replans,
+        }
 
     async def _plan(self, request: dict[str, Any], ctx: Context) -> Plan:
         planner = self.config.planner
@@ -264,14 +282,23 @@ class PlanExecutePattern(Agent[PlanExecuteConfig]):
         )
         return {"goal": goal.goal, "context": "\n\n".join(parts)}
 
-    def _exhausted(self, state: _State) -> Exception:
-        first = state.failed[0]
+    def _exhausted(self, state: _State, *, spent: bool) -> Exception:
+        failures = state.failed
+        first = (
+            next(f for f in failures if f["error"]["code"] == ErrorCode.BUDGET_EXCEEDED)
+            if spent
+            else failures[0]
+        )
         error = ErrorInfo.model_validate(first["error"])
         allowed = self.config.max_replans
+        why = (
+            "ran out of the task's budget"
+            if spent
+            else f"failed and the {allowed} re-plan{'' if allowed == 1 else 's'} allowed are "
+            "used up"
+        )
         return error_class(error.code)(
-            f"plan_execute: step {first['id']!r} (agent {first['agent']!r}) failed and the "
-            f"{allowed} re-plan{'' if allowed == 1 else 's'} allowed are used up: "
-            f"{error.message}",
+            f"plan_execute: step {first['id']!r} (agent {first['agent']!r}) {why}: {error.message}",
             retryable=error.retryable,
             details={
                 "failed": [
@@ -282,6 +309,16 @@ class PlanExecutePattern(Agent[PlanExecuteConfig]):
                 "replans": state.replans,
             },
         )
+
+
+def _partial(state: _State) -> dict[str, Any]:
+    """What a run that ran out of budget had done: its output, less the result."""
+    return {
+        "result": None,
+        "completed": dict(state.completed),
+        "steps": state.entries,
+        "replans": state.replans,
+    }
 
 
 def _result(plan: Plan, state: _State) -> Any:

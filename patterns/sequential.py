@@ -5,7 +5,8 @@ A step may instead be given a template of the pipeline's input and the earlier o
 templates are checked when the config loads, so a step can only name earlier steps. When a
 step fails, the pipeline stops (``on_error: stop``, the default) and its error names the step
 and carries what the earlier steps answered; or it records the failure and goes on
-(``continue``), the failed step's output being ``None``.
+(``continue``), the failed step's output being ``None``. A step that fails with
+``budget_exceeded`` stops the pipeline either way: no later step's model call would fit.
 
 In YAML::
 
@@ -31,10 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mesh.agent import Agent
 from mesh.context import Context
 from mesh.envelope import Reply, Task
-from mesh.errors import BadSchemaError
+from mesh.errors import BadSchemaError, ErrorCode
 from mesh.refs import AgentCall
 from patterns._callee import failure
-from patterns._metrics import measured
+from patterns._metrics import measured, with_partial
 from patterns._step_template import StepTemplate
 
 __all__ = ["OnError", "SequentialConfig", "SequentialPattern", "SequentialStep"]
@@ -104,6 +105,9 @@ class SequentialPattern(Agent[SequentialConfig]):
             index), ``agent``, ``steps`` (the entries of every step run, the failed one
             last) and the step's ``error``. A template that reads a key an earlier output
             lacks fails its step with ``bad_schema``.
+        BudgetExceededError: A step ran out of the task's budget (whatever ``on_error``
+            says): as above, and ``details.partial`` is ``{"output", "steps"}`` so far
+            (``output``: the output of the last step that succeeded).
     """
 
     name = "sequential"
@@ -140,14 +144,18 @@ class SequentialPattern(Agent[SequentialConfig]):
                     error = reply.error.model_dump(exclude_none=True)
                     entries.append({"agent": step.agent, "error": error, "latency_ms": latency})
                     figures["failures"] += 1
-                    if self.config.on_error == "stop":
-                        raise failure(
+                    spent = reply.error.code == ErrorCode.BUDGET_EXCEEDED
+                    if self.config.on_error == "stop" or spent:
+                        stop = failure(
                             reply,
                             f"sequential: steps[{index}] ({step.agent}) failed",
                             step=index,
                             agent=step.agent,
                             steps=entries,
                         )
+                        if spent:
+                            stop = with_partial(stop, {"output": previous, "steps": entries})
+                        raise stop
                     previous = None
                 outputs.append(previous)
             return {"output": previous, "steps": entries}

@@ -43,7 +43,7 @@ from mesh.errors import InvalidOutputError
 from mesh.refs import AgentRef
 from patterns._callee import failure
 from patterns._conversation import ConversationInput, Turn, as_text, read_input
-from patterns._metrics import measured
+from patterns._metrics import measured, partial_on_budget
 
 __all__ = [
     "DEFAULT_MAX_ROUNDS",
@@ -177,6 +177,9 @@ class SupervisorPattern(Agent[SupervisorConfig]):
         MeshError: A worker failed: its error class and code, the message naming it and the
             round; ``details`` has ``agent``, ``round`` and the worker's ``error``. Or the
             model failed (see `Context.llm`).
+        BudgetExceededError: A worker, or the deciding model, ran out of the task's budget:
+            as above, and ``details.partial`` is ``{"answer", "rounds", "stopped":
+            "budget_exceeded", "conversation"}`` so far.
     """
 
     name = "supervisor"
@@ -200,33 +203,36 @@ class SupervisorPattern(Agent[SupervisorConfig]):
             answer = turns[-1].content if turns else None
             figures.update(strategy=config.strategy, rounds=0, workers_used=used)
             stopped: StopReason
-            while True:
-                worker, reason, final = await self._pick(ctx, request.input, turns, rounds)
-                if worker is None:
-                    stopped = DONE
-                    answer = answer if final is None else final
-                    break
-                if rounds == config.max_rounds:
-                    stopped = "max_rounds"
-                    break
-                given: dict[str, Any] = {
-                    "input": request.input,
-                    "conversation": [turn.model_dump() for turn in turns],
-                }
-                if reason is not None:
-                    given["instruction"] = reason
-                reply = await ctx.request(worker, given)
-                rounds += 1
-                used[worker] = used.get(worker, 0) + 1
-                figures["rounds"] = rounds
-                if reply.error is not None:
-                    where = f"supervisor {self.name!r}: worker {worker!r} failed in round {rounds}"
-                    raise failure(reply, where, agent=worker, round=rounds)
-                finished, answer = _answer_of(reply.output)
-                turns.append(Turn(agent=worker, content=answer))
-                if finished or rounds == config.stop_after:
-                    stopped = DONE
-                    break
+            with partial_on_budget(lambda: _partial(answer, rounds, turns)):
+                while True:
+                    worker, reason, final = await self._pick(ctx, request.input, turns, rounds)
+                    if worker is None:
+                        stopped = DONE
+                        answer = answer if final is None else final
+                        break
+                    if rounds == config.max_rounds:
+                        stopped = "max_rounds"
+                        break
+                    given: dict[str, Any] = {
+                        "input": request.input,
+                        "conversation": [turn.model_dump() for turn in turns],
+                    }
+                    if reason is not None:
+                        given["instruction"] = reason
+                    reply = await ctx.request(worker, given)
+                    rounds += 1
+                    used[worker] = used.get(worker, 0) + 1
+                    figures["rounds"] = rounds
+                    if reply.error is not None:
+                        where = (
+                            f"supervisor {self.name!r}: worker {worker!r} failed in round {rounds}"
+                        )
+                        raise failure(reply, where, agent=worker, round=rounds)
+                    finished, answer = _answer_of(reply.output)
+                    turns.append(Turn(agent=worker, content=answer))
+                    if finished or rounds == config.stop_after:
+                        stopped = DONE
+                        break
             figures["stopped"] = stopped
             return {
                 "answer": answer,
@@ -290,6 +296,16 @@ class SupervisorPattern(Agent[SupervisorConfig]):
             ) from exc
         decision: Decision = response.parsed
         return decision
+
+
+def _partial(answer: Any, rounds: int, turns: list[Turn]) -> dict[str, Any]:
+    """The output of a run that ran out of budget, as far as it got."""
+    return {
+        "answer": answer,
+        "rounds": rounds,
+        "stopped": "budget_exceeded",
+        "conversation": [turn.model_dump() for turn in turns],
+    }
 
 
 def _answer_of(output: Any) -> tuple[bool, Any]:

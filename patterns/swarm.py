@@ -29,7 +29,7 @@ from mesh.errors import DepthExceededError, InvalidOutputError, UnknownAgentErro
 from mesh.refs import AgentRef
 from patterns._callee import failure, json_in_text
 from patterns._conversation import ConversationInput, Turn, read_input
-from patterns._metrics import measured
+from patterns._metrics import measured, partial_on_budget
 
 __all__ = [
     "DEFAULT_MAX_HANDOFFS",
@@ -146,6 +146,9 @@ class SwarmPattern(Agent[SwarmConfig]):
         InvalidOutputError: A member's output has a ``"handoff"`` key but is no handoff.
         MeshError: A member failed: its error class and code, the message naming it;
             ``details`` has ``agent``, ``path`` and the member's ``error``.
+        BudgetExceededError: A member ran out of the task's budget: as above, and
+            ``details.partial`` is ``{"output": null, "path", "handoffs", "conversation"}``
+            so far.
     """
 
     name = "swarm"
@@ -160,23 +163,24 @@ class SwarmPattern(Agent[SwarmConfig]):
             path: list[str] = []
             figures.update(handoffs=0, path=path)
             member = self.config.first
-            while True:
-                path.append(member)
-                given = SwarmState(
-                    input=state.input, conversation=tuple(conversation), context=context
-                )
-                reply = await ctx.request(member, given.model_dump())
-                if reply.error is not None:
-                    where = f"swarm {self.name!r}: member {member!r} failed"
-                    raise failure(reply, where, agent=member, path=path)
-                passed = self._handoff(member, reply.output)
-                if passed is None:
-                    return {"output": reply.output, "path": path, "handoffs": len(path) - 1}
-                self._check(member, passed.to, path)
-                conversation.append(Turn(agent=member, content=passed.message))
-                context.update(passed.context)
-                figures["handoffs"] = len(path)
-                member = passed.to
+            with partial_on_budget(lambda: _partial(path, conversation)):
+                while True:
+                    path.append(member)
+                    given = SwarmState(
+                        input=state.input, conversation=tuple(conversation), context=context
+                    )
+                    reply = await ctx.request(member, given.model_dump())
+                    if reply.error is not None:
+                        where = f"swarm {self.name!r}: member {member!r} failed"
+                        raise failure(reply, where, agent=member, path=path)
+                    passed = self._handoff(member, reply.output)
+                    if passed is None:
+                        return {"output": reply.output, "path": path, "handoffs": len(path) - 1}
+                    self._check(member, passed.to, path)
+                    conversation.append(Turn(agent=member, content=passed.message))
+                    context.update(passed.context)
+                    figures["handoffs"] = len(path)
+                    member = passed.to
 
     def _handoff(self, member: str, output: Any) -> Handoff | None:
         """The handoff in ``output`` (an object, or a model's JSON text), or ``None`` if it is
@@ -218,3 +222,13 @@ class SwarmPattern(Agent[SwarmConfig]):
                 f"handoffs, the most allowed (max_handoffs); path: {' -> '.join(path)}",
                 details={"max_handoffs": limit, "next": to, "path": path},
             )
+
+
+def _partial(path: list[str], conversation: list[Turn]) -> dict[str, Any]:
+    """The output of a run that ran out of budget, as far as it got."""
+    return {
+        "output": None,
+        "path": path,
+        "handoffs": max(0, len(path) - 1),
+        "conversation": [turn.model_dump() for turn in conversation],
+    }

@@ -1,26 +1,32 @@
 """Measurement of every model call: tokens, cost, latency, time to first token, outcome.
 
 `InstrumentedModel` wraps a model; the runtime hands agents only wrapped models (through
-`Context.model` and `Context.llm`), so no call escapes. Each call ends in one `LLMCall`
-record, given to a recorder: the context adds its usage to the task's, and the runtime
-publishes it on ``mesh.telemetry.llm``.
+`Context.model` and `Context.llm`), so no call escapes. A call first passes the task's
+`CallGuard` (prompt size, budget, spend limit), if it has one; a refused call never reaches
+the provider. Each call, refused ones included, ends in one `LLMCall` record, given to a
+recorder: the context adds its usage to the task's, and the runtime publishes it on
+``mesh.telemetry.llm``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mesh.envelope import Usage
 from mesh.errors import MeshError
+from mesh.llm.guard import Admission
 from mesh.llm.types import Completed, ModelRequest, ModelResponse, StreamEvent, TextDelta
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
+    from mesh.llm.guard import CallGuard
     from mesh.llm.model import Model
     from mesh.llm.pricing import PriceBook
     from mesh.tracing import Tracing
@@ -86,6 +92,7 @@ class InstrumentedModel:
         task_id: The task being worked on.
         correlation_id: The top-level task of the tree.
         tracing: Makes a span per call, when on.
+        guard: Checks each call before it is made (budget, limits); ``None``: no checks.
     """
 
     def __init__(
@@ -98,8 +105,10 @@ class InstrumentedModel:
         task_id: str | None = None,
         correlation_id: str | None = None,
         tracing: Tracing | None = None,
+        guard: CallGuard | None = None,
     ) -> None:
         self._inner = inner
+        self._guard = guard
         self._tracing = tracing
         self._prices = prices
         self._recorder = recorder
@@ -112,15 +121,22 @@ class InstrumentedModel:
     def __repr__(self) -> str:
         return f"InstrumentedModel({self._inner.name!r})"
 
+    def _admitted(self, request: ModelRequest) -> AbstractAsyncContextManager[Admission]:
+        if self._guard is None:
+            return contextlib.nullcontext(Admission(0, None))
+        return self._guard.admit(self._inner, request)
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
         span = self._tracing.start_model_call(self.name, request) if self._tracing else None
         started = time.perf_counter()
         try:
-            response = await self._inner.complete(request)
+            async with self._admitted(request) as admission:
+                response = await self._inner.complete(request)
+                call = await self._record(response, started, streamed=False, ttft=None, span=span)
+                admission.usage = call.usage
         except MeshError as exc:
             await self._record_failure(exc, started, streamed=False, ttft=None, span=span)
             raise
-        await self._record(response, started, streamed=False, ttft=None, span=span)
         return response
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
@@ -128,13 +144,17 @@ class InstrumentedModel:
         started = time.perf_counter()
         ttft: float | None = None
         try:
-            async for event in self._inner.stream(request):
-                if isinstance(event, TextDelta) and ttft is None:
-                    ttft = time.perf_counter() - started
-                elif isinstance(event, Completed):
-                    await self._record(event.response, started, streamed=True, ttft=ttft, span=span)
-                    span = None
-                yield event
+            async with self._admitted(request) as admission:
+                async for event in self._inner.stream(request):
+                    if isinstance(event, TextDelta) and ttft is None:
+                        ttft = time.perf_counter() - started
+                    elif isinstance(event, Completed):
+                        call = await self._record(
+                            event.response, started, streamed=True, ttft=ttft, span=span
+                        )
+                        admission.usage = call.usage
+                        span = None
+                    yield event
         except MeshError as exc:
             await self._record_failure(exc, started, streamed=True, ttft=ttft, span=span)
             span = None
@@ -151,7 +171,7 @@ class InstrumentedModel:
         streamed: bool,
         ttft: float | None,
         span: Span | None,
-    ) -> None:
+    ) -> LLMCall:
         usage = response.usage
         call = LLMCall(
             model=self.name,
@@ -169,6 +189,7 @@ class InstrumentedModel:
         if self._tracing is not None:
             self._tracing.end_model_call(span, call, response)
         await self._recorder(call)
+        return call
 
     async def _record_failure(
         self,

@@ -22,7 +22,7 @@ _MILLION = 1_000_000
 class Price(BaseModel):
     """A price override, in US dollars per million tokens (``llm.prices`` in the config)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     input: float = Field(ge=0)
     """Per million input tokens that were not read from a cache."""

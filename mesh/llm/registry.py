@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 
 from mesh.errors import AuthFailedError, ProviderError
-from mesh.llm.config import LLMConfig
+from mesh.llm.config import LLMConfig, ModelLimits
 from mesh.llm.embeddings import Embedder, HashEmbedder, OpenAIEmbedder, split_embedder_name
 from mesh.llm.model import Model, split_model_name
 from mesh.llm.scripted import ScriptedModel
@@ -50,6 +50,10 @@ class ModelRegistry:
         if model is None:
             model = self._models[name] = self._build(name)
         return model
+
+    def limits(self, agent: str) -> ModelLimits | None:
+        """The limits on ``agent``'s model calls (``llm.limits``), or ``None`` if it has none."""
+        return self._config.limits.get(agent)
 
     def register_embedder(self, embedder: Embedder) -> None:
         """Make ``embedder`` answer to its name (e.g. one built in a test)."""

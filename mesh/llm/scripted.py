@@ -2,7 +2,8 @@
 
 It answers from a script: rules first (a regular expression searched in the last message),
 then ordered replies, then a default. It can call tools and give structured output, reports
-usage counted from the text (about four characters a token), and can take its time.
+usage counted from the text (about four characters a token; `ScriptedModel.prompt_tokens`
+gives the input count before the call), and can take its time.
 """
 
 from __future__ import annotations
@@ -35,16 +36,18 @@ __all__ = ["ScriptRule", "ScriptedConfig", "ScriptedModel", "ScriptedReply", "co
 class ScriptedToolCall(BaseModel):
     """A tool call the script makes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: str
+    """The tool's name, as the agent offers it to the model."""
     arguments: dict[str, Any] = Field(default_factory=dict)
+    """The arguments passed to the tool, as a model would send them."""
 
 
 class ScriptedReply(BaseModel):
     """One answer of the script."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     text: str = ""
     """The text answered."""
@@ -66,7 +69,7 @@ class ScriptRule(ScriptedReply):
 class ScriptedConfig(BaseModel):
     """A scripted model as the config declares it (``llm.scripted.<name>``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     rules: tuple[ScriptRule, ...] = ()
     """Tried in order, before the replies."""
@@ -117,6 +120,10 @@ class ScriptedModel:
     def __repr__(self) -> str:
         return f"ScriptedModel({self._name!r})"
 
+    def prompt_tokens(self, request: ModelRequest) -> int:
+        """The input tokens this model will report for ``request``: budgets check it exactly."""
+        return count_tokens(_prompt_text(request))
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
         self.requests.append(request)
         reply = self._choose(request)
@@ -158,7 +165,7 @@ class ScriptedModel:
             tool_calls=calls,
             finish_reason=finish,
             usage=TokenUsage(
-                input_tokens=count_tokens(_prompt_text(request)),
+                input_tokens=self.prompt_tokens(request),
                 output_tokens=count_tokens(text + "".join(json.dumps(c.arguments) for c in calls)),
             ),
             model=self._name.partition(":")[2],
