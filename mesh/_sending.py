@@ -29,11 +29,13 @@ import anyio
 
 from mesh.bus import Headers, Message
 from mesh.bus.jetstream import JetStream
+from mesh.claim_check import CLAIM_HEADER, ClaimCheck
 from mesh.codec import decode, decode_reply, encode, isolated
 from mesh.delivery import DurableSettings, RetryPolicy
 from mesh.durable import REPLY_TO, streams
 from mesh.envelope import Reply, Task
 from mesh.errors import (
+    BadSchemaError,
     ErrorCode,
     MeshError,
     MeshTimeoutError,
@@ -95,10 +97,21 @@ class Sender:
                     if local is not None:
                         reply = await self._hand_over(local, task, headers)
                     else:
-                        message = await runtime.bus.request(
-                            subject, data, timeout=wait, headers=headers
-                        )
-                        reply = decode_reply(message.data, message.headers)
+                        try:
+                            message = await runtime.bus.request(
+                                subject, data, timeout=wait, headers=headers
+                            )
+                        except PayloadTooLargeError:  # raised before anything was sent
+                            if runtime.claims is None:
+                                raise
+                            message = await self._claimed_request(
+                                runtime.claims, subject, data, wait, headers
+                            )
+                        claimed = message.headers
+                        if claimed and CLAIM_HEADER in claimed:
+                            reply = await self._claimed_reply(task, message, claimed[CLAIM_HEADER])
+                        else:
+                            reply = decode_reply(message.data, message.headers)
                 error = reply.error
                 if error is None or not (error.retryable and policy.retries(error.code)):
                     if abandoned:
@@ -130,6 +143,50 @@ class Sender:
                 if abandoned:
                     await runtime.cancel_remote(task.id)
                 raise
+
+    async def _claimed_request(
+        self,
+        claims: ClaimCheck,
+        subject: str,
+        data: bytes,
+        timeout: float,
+        headers: Headers | None,
+    ) -> Message:
+        """One try of a task above the server's ``max_payload``: its body stored in the object
+        store, the message sent with its claim (see `mesh.claim_check`).
+
+        Raises:
+            PayloadTooLargeError: No JetStream to store it in.
+            MeshTimeoutError: Not stored, or no reply, within ``timeout``.
+            NoRespondersError: Nobody took it (its object is deleted here: no one else will).
+        """
+        started = time.monotonic()
+        claim = await claims.store(data, timeout=timeout)
+        left = timeout - (time.monotonic() - started)
+        if left <= 0:
+            await claims.discard(claim)  # never sent: no receiver will delete it
+            raise MeshTimeoutError(f"no time left to send the task on {subject!r}")
+        claimed = {**(headers or {}), CLAIM_HEADER: claim}
+        try:
+            return await self._runtime.bus.request(subject, b"", timeout=left, headers=claimed)
+        except NoRespondersError:
+            await claims.discard(claim)  # nobody took it: no receiver will delete it
+            raise
+
+    async def _claimed_reply(self, task: Task, message: Message, claim: str) -> Reply:
+        """The reply a message carries by claim check, fetched (and deleted); a failure to
+        fetch it is the call's failure, not retryable (the task ran)."""
+        claims = self._runtime.claims
+        try:
+            if claims is None:
+                raise BadSchemaError("a reply sent by claim check needs NATS with JetStream")
+            data = await claims.fetch(claim)
+        except MeshError as exc:
+            reply = Reply.failure(task.id, exc, correlation_id=task.correlation_id)
+            assert reply.error is not None
+            reply.error.retryable = False
+            return reply
+        return decode_reply(data, message.headers)
 
     async def _hand_over(self, host: AgentHost, task: Task, headers: Headers | None) -> Reply:
         """One try in this process: the callee gets its own copy of the input and context,

@@ -21,6 +21,7 @@ from pydantic_core import PydanticSerializationError
 from mesh._deadlines import Deadlines
 from mesh._stops import CANCELLED, DEADLINE, Stop, stop_at_deadline
 from mesh.bus import Headers, Message, Subscription
+from mesh.claim_check import CLAIM_HEADER
 from mesh.codec import CONTENT_TYPE, Encoding, decode_task, encode, isolated, sniff
 from mesh.context import Context
 from mesh.envelope import ErrorInfo, Reply, Task
@@ -37,7 +38,7 @@ from mesh.errors import (
 from mesh.errors import (
     CancelledError as TaskCancelledError,
 )
-from mesh.ledger import is_final
+from mesh.ledger import Claim, is_final
 from mesh.limits import RateLimit, RateLimiter
 from mesh.streaming import StreamWriter
 from mesh.subjects import queue_group, task_subject
@@ -268,14 +269,15 @@ class AgentHost:
             turn: The durable delivery it came in, if it did.
         """
         started = time.perf_counter_ns()
+        data, headers = message.data, message.headers
         try:
             try:
-                task, encoding = decode_task(
-                    message.data, message.headers, max_bytes=self._max_message_bytes
-                )
+                if headers and CLAIM_HEADER in headers:  # a body above max_payload: fetch it
+                    data = await self._claimed_task(headers[CLAIM_HEADER], turn)
+                task, encoding = decode_task(data, headers, max_bytes=self._max_message_bytes)
             except MeshError as exc:
                 reply = Reply.failure("", exc, meta=self._meta)
-                encoding = sniff(message.data, message.headers)
+                encoding = sniff(data, headers)
             else:
                 writer = self._writer(task, message, encoding, turn)
                 reply = await self._process(task, message.headers, turn, writer)
@@ -283,7 +285,8 @@ class AgentHost:
                     await writer.close()
                     reply = reply.model_copy(update={"seq": writer.next_seq})
             if message.reply and not (turn is not None and turn.redeliver):
-                await self._respond(message.reply, reply, encoding)
+                # A durable reply is never claim-checked: its caller reads it whole.
+                await self._respond(message.reply, reply, encoding, claim=turn is None)
             self._record(reply, arrived, started, turn)
         except Exception:  # noqa: BLE001 - a failed reply must not take the host down
             _log.exception("agent %r: could not answer a task", self.agent.name)
@@ -457,14 +460,24 @@ class AgentHost:
                 await asyncio.shield(ledger.release(claimed, None))
             raise
         try:
-            if turn is None:
-                return await ledger.finish(claimed, reply)
-            return await turn.persist(task, lambda: ledger.finish(claimed, reply))
+            return await self._settle(task, claimed, reply, turn)
         except MeshError as exc:
             _log.warning("task %s: result not stored: %s", task.id, exc)
+            if turn is not None and not exc.retryable:
+                # It can never be stored (e.g. larger than the store takes): running it again
+                # would not help, so the durable task ends with that error, stored instead.
+                with contextlib.suppress(MeshError):
+                    return await self._settle(task, claimed, _failed(reply, exc), turn)
             if turn is not None:
                 turn.retry_later()  # unstored, a durable task is not done
             return reply  # a core caller still gets the answer
+
+    async def _settle(self, task: Task, claimed: Claim, reply: Reply, turn: Turn | None) -> Reply:
+        """Store ``reply`` as the ledger entry's result (a durable task's by id too)."""
+        ledger = self._runtime.ledger
+        if turn is None:
+            return await ledger.finish(claimed, reply)
+        return await turn.persist(task, lambda: ledger.finish(claimed, reply))
 
     def _refused(self, task: Task, exc: MeshError) -> Reply:
         return Reply.failure(task.id, exc, correlation_id=task.correlation_id, meta=self._meta)
@@ -554,19 +567,52 @@ class AgentHost:
             stop.fire(CANCELLED)
         return True
 
-    async def _respond(self, subject: str, reply: Reply, encoding: Encoding) -> None:
+    async def _claimed_task(self, claim: str, turn: Turn | None) -> bytes:
+        """The body of a task sent by claim check (see `mesh.claim_check`), fetched and deleted.
+
+        Raises:
+            PayloadTooLargeError: A durable task (its stream must hold it whole), or one larger
+                than ``max_message_bytes`` (refused before it is fetched).
+            BadSchemaError: No JetStream here, or the claim cannot be read.
+            MeshTimeoutError: The object store did not answer in time.
+        """
+        if turn is not None:
+            raise PayloadTooLargeError(
+                "a durable task cannot come by claim check: it must fit the server's max_payload"
+            )
+        claims = self._runtime.claims
+        if claims is None:
+            raise BadSchemaError("a task sent by claim check needs NATS with JetStream")
+        return await claims.fetch(claim, max_bytes=self._max_message_bytes)
+
+    async def _respond(
+        self, subject: str, reply: Reply, encoding: Encoding, *, claim: bool = True
+    ) -> None:
+        """Publish ``reply`` on ``subject``; above the server's ``max_payload``, by claim check
+        when ``claim`` and JetStream allow, else as a ``payload_too_large`` failure."""
         try:
             data = encode(reply, encoding)
         except (PydanticSerializationError, TypeError, ValueError) as exc:
             reply = _failed(reply, InvalidOutputError(f"the output cannot be serialised: {exc}"))
             data = encode(reply, encoding)
+        bus = self._runtime.bus
+        headers = _headers(reply, encoding)
         try:
-            await self._runtime.bus.publish(subject, data, headers=_headers(reply, encoding))
+            await bus.publish(subject, data, headers=headers)
         except PayloadTooLargeError as exc:
-            reply = _failed(reply, exc)
-            await self._runtime.bus.publish(
-                subject, encode(reply, encoding), headers=_headers(reply, encoding)
-            )
+            failure: MeshError = exc
+            claims = self._runtime.claims
+            if claim and claims is not None:
+                try:
+                    stored = await claims.store(data)
+                except MeshError as refused:  # no JetStream: payload_too_large, saying so
+                    failure = refused
+                else:
+                    claimed = {**(headers or {}), CLAIM_HEADER: stored}
+                    await bus.publish(subject, b"", headers=claimed)
+                    return
+            reply = _failed(reply, failure)
+            await bus.publish(subject, encode(reply, encoding), headers=_headers(reply, encoding))
 
     def _count(self, reply: Reply, elapsed_ns: int) -> None:
         stats = self.stats

@@ -25,6 +25,7 @@ from mesh._sending import REPLY_GRACE, Sender
 from mesh.bus import Bus, Message, NatsAuth, NatsBus, Subscription, open_bus
 from mesh.bus.jetstream import JetStream
 from mesh.bus.kv import InMemoryKeyValue, KeyValueStore, NatsKeyValue
+from mesh.claim_check import ClaimCheck
 from mesh.codec import decode, encode
 from mesh.context import Context, EventHandler
 from mesh.delivery import AgentDelivery, Delivery, DurableSettings, RetryPolicy
@@ -173,6 +174,9 @@ class Runtime:
         self._ledger: Ledger | None = None
         self.jetstream: JetStream | None = None
         """JetStream on the runtime's connection, once started on NATS (else ``None``)."""
+        self.claims: ClaimCheck | None = None
+        """Where messages above the server's ``max_payload`` go (`mesh.claim_check`), once
+        started on NATS (else ``None``)."""
         self._workers: list[DurableWorker] = []
         self._registrations: dict[str, _Registration] = {}
         self._hosts: list[AgentHost] = []
@@ -381,6 +385,7 @@ class Runtime:
             store: KeyValueStore
             if isinstance(self._bus, NatsBus):
                 self.jetstream = JetStream(self._bus.client)
+                self.claims = ClaimCheck(self._bus.client)
                 store = NatsKeyValue(
                     self._bus.client,
                     RESULTS_BUCKET,
@@ -444,6 +449,7 @@ class Runtime:
             self._bus = None
             self._ledger = None
             self.jetstream = None
+            self.claims = None
 
     async def _serve(self, registration: _Registration, group: anyio.abc.TaskGroup) -> None:
         if not registration.agent.handles_tasks:

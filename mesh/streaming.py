@@ -27,6 +27,7 @@ import msgpack
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mesh.bus import Bus, Headers, Message, Subscription
+from mesh.claim_check import claim_of
 from mesh.codec import CONTENT_TYPE, Encoding, decode, encode
 from mesh.envelope import Reply, Task
 from mesh.errors import (
@@ -302,6 +303,15 @@ async def read_stream(
                 )
                 yield Reply.failure(task.id, failure, correlation_id=task.correlation_id)
                 return
+            claim = claim_of(message.headers)
+            if claim is not None and runtime.claims is not None:  # a reply above max_payload
+                try:
+                    data = await runtime.claims.fetch(claim)
+                except MeshError as exc:
+                    finished = True  # the final reply came: nothing left to cancel
+                    yield Reply.failure(task.id, exc, correlation_id=task.correlation_id)
+                    return
+                message = Message(message.subject, data, message.reply, message.headers)
             item = _read(message, agent)
             if isinstance(item, MeshError):
                 finished = isinstance(item, NoRespondersError)  # nothing to cancel then

@@ -32,7 +32,8 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from mesh.bus.base import BusClosedError, Headers
-from mesh.errors import MeshError, MeshTimeoutError, NoRespondersError
+from mesh.bus.headers import headers_size
+from mesh.errors import MeshError, MeshTimeoutError, NoRespondersError, PayloadTooLargeError
 
 __all__ = [
     "JetStream",
@@ -66,6 +67,7 @@ def jetstream_errors(what: str) -> Iterator[None]:
         NoRespondersError: No JetStream answered (not enabled on the server, or no stream), or
             it refused the request: retryable when waiting may help (see `_refused`).
         BusClosedError: The connection is closed or draining.
+        PayloadTooLargeError: The message is larger than the server's ``max_payload``.
     """
     try:
         yield
@@ -81,6 +83,8 @@ def jetstream_errors(what: str) -> Iterator[None]:
         raise _refused(what, exc) from exc
     except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
         raise BusClosedError("the NATS connection is draining or closed") from exc
+    except nats.errors.MaxPayloadError as exc:
+        raise PayloadTooLargeError(f"{what}: larger than the server's max_payload") from exc
 
 
 def _refused(what: str, exc: nats.js.errors.APIError) -> NoRespondersError:
@@ -243,8 +247,17 @@ class JetStream:
             NoRespondersError: No stream captures ``subject`` (or JetStream is off).
             MeshTimeoutError: No acknowledgement in ``timeout``: it may or may not be stored,
                 so publish it again with the same ``msg_id``.
+            PayloadTooLargeError: ``data`` is larger than the server's ``max_payload`` (a
+                stream keeps each message whole); nothing was sent.
         """
         carried = {**(headers or {}), MSG_ID: msg_id}
+        size = len(data) + headers_size(carried)
+        if size > self.client.max_payload:
+            # The server would close the connection over it: refuse it here, as the bus does.
+            raise PayloadTooLargeError(
+                f"publish on {subject!r}: a message of {size} bytes exceeds the server's "
+                f"max_payload of {self.client.max_payload} (a stream keeps each message whole)"
+            )
         with jetstream_errors(f"publish on {subject!r}"):
             ack = await self._js.publish(subject, data, timeout=timeout, headers=carried)
         return bool(ack.duplicate)
