@@ -10,6 +10,13 @@ role needs (the table is in ``subjects.md``, "Permissions"):
   agents it is allowed to call, and cancels them.
 - ``sidecar``, the metrics sidecar (and ``mesh watch``): hears telemetry, publishes nothing.
 
+The JetStream features are granted by name, never the whole ``$JS.API.>``: every node and
+client may use the claim check (object store ``mesh_payloads``) and the results bucket
+``mesh_results`` (a node writes its idempotency keys, its spend windows when ``llm.limits``
+gives it a spend limit, and results by task id when durable; a caller of a durable agent
+reads results by task id); a durable agent's node pulls from its own consumer ``mesh-<agent>``
+of ``MESH_TASKS``; a caller of a durable agent publishes to ``mesh.durable.<agent>.run``.
+
 Each user reads its replies on an inbox of its own (``_INBOX.<user>``, the ``inbox_prefix``
 of its credentials), so no user reads another's replies. Credentials are random passwords or
 NKeys (the server then holds public keys only; needs the ``nkeys`` package).
@@ -27,7 +34,18 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from mesh.subjects import TELEMETRY_LLM, cancel_subject, queue_group, task_subject
+from mesh.claim_check import BUCKET as PAYLOADS_BUCKET
+from mesh.delivery import Delivery
+from mesh.durable import DEAD_STREAM, TASK_STREAM, consumer_name
+from mesh.runtime import RESULTS_BUCKET
+from mesh.subjects import (
+    TELEMETRY_LLM,
+    cancel_subject,
+    dead_letter_subject,
+    durable_subject,
+    queue_group,
+    task_subject,
+)
 
 if TYPE_CHECKING:
     from mesh.config import MeshConfig
@@ -51,6 +69,10 @@ _INBOX = "_INBOX"
 _TELEMETRY = TELEMETRY_LLM.rpartition(".")[0] + ".>"  # mesh.telemetry.>
 _CANCEL = cancel_subject("*")
 _DISCOVERY = "$SRV"
+_API = "$JS.API"
+_RESULTS = f"KV_{RESULTS_BUCKET}"  # the bucket's stream
+_PAYLOADS = f"OBJ_{PAYLOADS_BUCKET}"
+_TASK_KEYS = "task.*"  # results by task id (`Ledger.task_key`): ids hold no dots
 
 
 class Role(BaseModel):
@@ -107,8 +129,22 @@ def mesh_roles(
         clients = config.bus.clients
     if clients is None:
         clients = {"default": [config.entry] if config.entry else list(config.agents)}
-    roles = [_node(name, config.agents[name].references) for name in config.agents]
-    roles += [_client(name, callees) for name, callees in clients.items()]
+    durable = {
+        name
+        for name, spec in config.agents.items()
+        if (spec.delivery or config.defaults.delivery) is Delivery.DURABLE
+    }
+    spending = {name for name, limits in config.llm.limits.items() if limits.spend is not None}
+    roles = [
+        _node(
+            name,
+            config.agents[name].references,
+            durable=durable,
+            spends=name in spending,
+        )
+        for name in config.agents
+    ]
+    roles += [_client(name, callees, durable=durable) for name, callees in clients.items()]
     roles.append(
         Role(
             user=_SIDECAR,
@@ -121,35 +157,114 @@ def mesh_roles(
     return roles
 
 
-def _node(agent: str, callees: Sequence[str]) -> Role:
+def _node(agent: str, callees: Sequence[str], *, durable: set[str], spends: bool) -> Role:
     user = f"node-{agent}"
     inbox = f"{_INBOX}.{user}"
+    calls = list(dict.fromkeys(callees))
     publish = [f"{_INBOX}.>", _TELEMETRY, f"mesh.events.{agent}.>"]
-    if callees:
-        publish += [*(task_subject(callee) for callee in dict.fromkeys(callees)), _CANCEL]
+    if calls:
+        publish += [*(task_subject(callee) for callee in calls), _CANCEL]
     subscribe = [f"{task_subject(agent)} {queue_group(agent)}", _CANCEL, f"{inbox}.>"]
     subscribe += [f"{_DISCOVERY}.*", f"{_DISCOVERY}.*.{agent}", f"{_DISCOVERY}.*.{agent}.*"]
-    calls = f"; calls {', '.join(dict.fromkeys(callees))}" if callees else ""
+    # Keys it writes (and waits on): its idempotency keys, its spend windows, and, when
+    # durable, results by task id (not scoped by agent: task ids are the key).
+    keys = [f"idem.{agent}.*"]
+    if spends:
+        keys.append(f"spend.{agent}.>")
+    if agent in durable:
+        keys.append(_TASK_KEYS)
+        publish += _durable_worker(agent)
+    publish += _results_writer(keys)
+    subscribe += [_key_subject(key) for key in keys]
+    durable_calls = [callee for callee in calls if callee in durable]
+    publish += _durable_caller(durable_calls, reads_results=agent not in durable)
+    publish += _payloads()
+    called = f"; calls {', '.join(calls)}" if calls else ""
     return Role(
         user=user,
-        about=f"a node of agent {agent!r}{calls}",
-        publish=tuple(publish),
+        about=f"a node of agent {agent!r}{called}",
+        publish=tuple(dict.fromkeys(publish)),
         subscribe=tuple(subscribe),
         inbox_prefix=inbox,
     )
 
 
-def _client(name: str, callees: Sequence[str]) -> Role:
+def _client(name: str, callees: Sequence[str], *, durable: set[str]) -> Role:
     user = f"client-{name}"
     inbox = f"{_INBOX}.{user}"
     agents = list(dict.fromkeys(callees))
+    publish = [*(task_subject(agent) for agent in agents), _CANCEL]
+    publish += _durable_caller([agent for agent in agents if agent in durable])
+    publish += _payloads()
     return Role(
         user=user,
         about=f"client {name!r}: may call {', '.join(agents) or 'no agent'}",
-        publish=(*(task_subject(agent) for agent in agents), _CANCEL),
+        publish=tuple(publish),
         subscribe=(f"{inbox}.>",),
         inbox_prefix=inbox,
     )
+
+
+def _create(stream: str) -> list[str]:
+    """Create a stream of the mesh's (answered with the stream itself when it exists)."""
+    return [f"{_API}.STREAM.CREATE.{stream}"]
+
+
+def _bucket(stream: str) -> list[str]:
+    """Create a bucket's stream, or look it up when made by another with other settings."""
+    return [*_create(stream), f"{_API}.STREAM.INFO.{stream}"]
+
+
+def _key_subject(key: str) -> str:
+    return f"$KV.{RESULTS_BUCKET}.{key}"
+
+
+def _results_reader() -> list[str]:
+    """Read the results bucket. Not per key: the mesh's bucket has no direct get, so a read
+    is a ``STREAM.MSG.GET`` naming its key in the body, which permissions cannot see."""
+    return [*_bucket(_RESULTS), f"{_API}.STREAM.MSG.GET.{_RESULTS}"]
+
+
+def _results_writer(keys: Sequence[str]) -> list[str]:
+    """Read the bucket and write ``keys`` (a write is a JetStream publish on its subject)."""
+    return [*_results_reader(), *(_key_subject(key) for key in keys)]
+
+
+def _durable_worker(agent: str) -> list[str]:
+    """Pull ``agent``'s durable tasks: its own consumer only, its acks, its dead letters."""
+    consumer = consumer_name(agent)
+    return [
+        *_create(TASK_STREAM),
+        *_create(DEAD_STREAM),
+        f"{_API}.CONSUMER.DURABLE.CREATE.{TASK_STREAM}.{consumer}",
+        f"{_API}.CONSUMER.MSG.NEXT.{TASK_STREAM}.{consumer}",
+        f"$JS.ACK.{TASK_STREAM}.{consumer}.>",
+        dead_letter_subject(agent),
+    ]
+
+
+def _durable_caller(agents: Sequence[str], *, reads_results: bool = True) -> list[str]:
+    """Send durable tasks to ``agents`` and read their results by task id."""
+    if not agents:
+        return []
+    publish = [*_create(TASK_STREAM), *_create(DEAD_STREAM)]
+    publish += [durable_subject(agent) for agent in agents]
+    return publish + (_results_reader() if reads_results else [])
+
+
+def _payloads() -> list[str]:
+    """The claim check: store, fetch and delete objects of the payloads bucket."""
+    return [
+        *_bucket(_PAYLOADS),
+        f"{_API}.STREAM.MSG.GET.{_PAYLOADS}",  # an object's description (nats-py: no direct get)
+        # nats-py reads an object through an ordered consumer, finding its stream by name
+        # (STREAM.NAMES: the subject is in the body, so any stream's name may be listed).
+        f"{_API}.STREAM.NAMES",
+        f"{_API}.CONSUMER.CREATE.{_PAYLOADS}",
+        f"{_API}.STREAM.PURGE.{_PAYLOADS}",
+        f"$O.{PAYLOADS_BUCKET}.>",
+        f"$JS.FC.{_PAYLOADS}.>",  # flow control of that consumer: a reply to the server
+    ]
 
 
 def new_credential(kind: CredentialKind) -> Credential:

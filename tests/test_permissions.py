@@ -40,9 +40,41 @@ bus:
 """
 
 NODE_PUBLISH = ("_INBOX.>", "mesh.telemetry.>")
+API = "$JS.API"
+RESULTS = (
+    f"{API}.STREAM.CREATE.KV_mesh_results",
+    f"{API}.STREAM.INFO.KV_mesh_results",
+    f"{API}.STREAM.MSG.GET.KV_mesh_results",
+)
+"""Reading the results bucket (every node; callers of durable agents)."""
+PAYLOADS = (
+    f"{API}.STREAM.CREATE.OBJ_mesh_payloads",
+    f"{API}.STREAM.INFO.OBJ_mesh_payloads",
+    f"{API}.STREAM.MSG.GET.OBJ_mesh_payloads",
+    f"{API}.STREAM.NAMES",
+    f"{API}.CONSUMER.CREATE.OBJ_mesh_payloads",
+    f"{API}.STREAM.PURGE.OBJ_mesh_payloads",
+    "$O.mesh_payloads.>",
+    "$JS.FC.OBJ_mesh_payloads.>",
+)
+"""The claim check of large payloads (every node and client)."""
 
 
-def node_subscribe(agent: str) -> tuple[str, ...]:
+def node_publish(agent: str, *calls: str) -> tuple[str, ...]:
+    """What a node of a core agent without spend limit publishes."""
+    called = (*(f"mesh.agent.{callee}.run" for callee in calls), "mesh.cancel.*") if calls else ()
+    return (
+        *NODE_PUBLISH,
+        f"mesh.events.{agent}.>",
+        *called,
+        *RESULTS,
+        f"$KV.mesh_results.idem.{agent}.*",
+        *PAYLOADS,
+    )
+
+
+def node_subscribe(agent: str, *keys: str) -> tuple[str, ...]:
+    """What a node subscribes to: by default its idempotency keys are its only ones."""
     return (
         f"mesh.agent.{agent}.run mesh.agent.{agent}",
         "mesh.cancel.*",
@@ -50,6 +82,7 @@ def node_subscribe(agent: str) -> tuple[str, ...]:
         "$SRV.*",
         f"$SRV.*.{agent}",
         f"$SRV.*.{agent}.*",
+        *(f"$KV.mesh_results.{key}" for key in keys or (f"idem.{agent}.*",)),
     )
 
 
@@ -60,34 +93,28 @@ def test_each_role_gets_only_the_subjects_it_needs(tmp_path: Path) -> None:
         Role(
             user="node-echo",
             about="a node of agent 'echo'",
-            publish=(*NODE_PUBLISH, "mesh.events.echo.>"),
+            publish=node_publish("echo"),
             subscribe=node_subscribe("echo"),
             inbox_prefix="_INBOX.node-echo",
         ),
         Role(
             user="node-shout",
             about="a node of agent 'shout'",
-            publish=(*NODE_PUBLISH, "mesh.events.shout.>"),
+            publish=node_publish("shout"),
             subscribe=node_subscribe("shout"),
             inbox_prefix="_INBOX.node-shout",
         ),
         Role(
             user="node-pipe",
             about="a node of agent 'pipe'; calls shout, echo",
-            publish=(
-                *NODE_PUBLISH,
-                "mesh.events.pipe.>",
-                "mesh.agent.shout.run",
-                "mesh.agent.echo.run",
-                "mesh.cancel.*",
-            ),
+            publish=node_publish("pipe", "shout", "echo"),
             subscribe=node_subscribe("pipe"),
             inbox_prefix="_INBOX.node-pipe",
         ),
         Role(
             user="client-web",
             about="client 'web': may call pipe",
-            publish=("mesh.agent.pipe.run", "mesh.cancel.*"),
+            publish=("mesh.agent.pipe.run", "mesh.cancel.*", *PAYLOADS),
             subscribe=("_INBOX.client-web.>",),
             inbox_prefix="_INBOX.client-web",
         ),
@@ -105,13 +132,14 @@ def test_without_clients_one_default_client_may_call_the_entry(tmp_path: Path) -
     config = tmp_path / "mesh.yaml"
     config.write_text("agents:\n  echo: {kind: echo}\n  shout: {kind: upper}\nentry: shout\n")
     roles = {role.user: role for role in mesh_roles(load_config(config))}
-    assert roles["client-default"].publish == ("mesh.agent.shout.run", "mesh.cancel.*")
+    assert roles["client-default"].publish == ("mesh.agent.shout.run", "mesh.cancel.*", *PAYLOADS)
     config.write_text("agents:\n  echo: {kind: echo}\n  shout: {kind: upper}\n")
     roles = {role.user: role for role in mesh_roles(load_config(config))}
     assert roles["client-default"].publish == (
         "mesh.agent.echo.run",
         "mesh.agent.shout.run",
         "mesh.cancel.*",
+        *PAYLOADS,
     )
 
 
