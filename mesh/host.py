@@ -16,13 +16,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from pydantic_core import PydanticSerializationError
-
 from mesh._deadlines import Deadlines
+from mesh._replies import delivered, failed, respond
 from mesh._stops import CANCELLED, DEADLINE, Stop, stop_at_deadline
 from mesh.bus import Headers, Message, Subscription
 from mesh.claim_check import CLAIM_HEADER
-from mesh.codec import CONTENT_TYPE, Encoding, decode_task, encode, isolated, sniff
+from mesh.codec import Encoding, decode_task, sniff
 from mesh.context import Context
 from mesh.envelope import ErrorInfo, Reply, Task
 from mesh.errors import (
@@ -30,8 +29,6 @@ from mesh.errors import (
     BadSchemaError,
     DeadlineExceededError,
     DepthExceededError,
-    ErrorCode,
-    InvalidOutputError,
     MeshError,
     PayloadTooLargeError,
 )
@@ -51,28 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["AgentHost", "HostStats"]
 
 _log = logging.getLogger("mesh.host")
-
-# The NATS service error headers, so `nats` CLI users and micro clients see failures.
-ERROR_HEADER = "Nats-Service-Error"
-ERROR_CODE_HEADER = "Nats-Service-Error-Code"
-_STATUS = {
-    ErrorCode.INVALID_JSON: 400,
-    ErrorCode.INVALID_MSGPACK: 400,
-    ErrorCode.BAD_SCHEMA: 400,
-    ErrorCode.INVALID_OUTPUT: 500,
-    ErrorCode.PAYLOAD_TOO_LARGE: 413,
-    ErrorCode.UNKNOWN_AGENT: 404,
-    ErrorCode.NO_ROUTE: 404,
-    ErrorCode.NO_RESPONDERS: 503,
-    ErrorCode.TIMEOUT: 504,
-    ErrorCode.DEADLINE_EXCEEDED: 504,
-    ErrorCode.CANCELLED: 499,
-    ErrorCode.RATE_LIMITED: 429,
-    ErrorCode.AUTH_FAILED: 401,
-    ErrorCode.BUDGET_EXCEEDED: 402,
-    ErrorCode.DEPTH_EXCEEDED: 508,
-    ErrorCode.IDEMPOTENCY_CONFLICT: 409,
-}
 
 
 class HostStats:
@@ -286,7 +261,7 @@ class AgentHost:
                     reply = reply.model_copy(update={"seq": writer.next_seq})
             if message.reply and not (turn is not None and turn.redeliver):
                 # A durable reply is never claim-checked: its caller reads it whole.
-                await self._respond(message.reply, reply, encoding, claim=turn is None)
+                await respond(self._runtime, message.reply, reply, encoding, claim=turn is None)
             self._record(reply, arrived, started, turn)
         except Exception:  # noqa: BLE001 - a failed reply must not take the host down
             _log.exception("agent %r: could not answer a task", self.agent.name)
@@ -321,7 +296,7 @@ class AgentHost:
                 )
                 reply = self._refused(task, exc)
             else:
-                reply = _delivered(
+                reply = delivered(
                     await self._process(task, headers, None), self._runtime.bus.max_payload
                 )
             self._record(reply, arrived, started, None)
@@ -467,7 +442,7 @@ class AgentHost:
                 # It can never be stored (e.g. larger than the store takes): running it again
                 # would not help, so the durable task ends with that error, stored instead.
                 with contextlib.suppress(MeshError):
-                    return await self._settle(task, claimed, _failed(reply, exc), turn)
+                    return await self._settle(task, claimed, failed(reply, exc), turn)
             if turn is not None:
                 turn.retry_later()  # unstored, a durable task is not done
             return reply  # a core caller still gets the answer
@@ -585,35 +560,6 @@ class AgentHost:
             raise BadSchemaError("a task sent by claim check needs NATS with JetStream")
         return await claims.fetch(claim, max_bytes=self._max_message_bytes)
 
-    async def _respond(
-        self, subject: str, reply: Reply, encoding: Encoding, *, claim: bool = True
-    ) -> None:
-        """Publish ``reply`` on ``subject``; above the server's ``max_payload``, by claim check
-        when ``claim`` and JetStream allow, else as a ``payload_too_large`` failure."""
-        try:
-            data = encode(reply, encoding)
-        except (PydanticSerializationError, TypeError, ValueError) as exc:
-            reply = _failed(reply, InvalidOutputError(f"the output cannot be serialised: {exc}"))
-            data = encode(reply, encoding)
-        bus = self._runtime.bus
-        headers = _headers(reply, encoding)
-        try:
-            await bus.publish(subject, data, headers=headers)
-        except PayloadTooLargeError as exc:
-            failure: MeshError = exc
-            claims = self._runtime.claims
-            if claim and claims is not None:
-                try:
-                    stored = await claims.store(data)
-                except MeshError as refused:  # no JetStream: payload_too_large, saying so
-                    failure = refused
-                else:
-                    claimed = {**(headers or {}), CLAIM_HEADER: stored}
-                    await bus.publish(subject, b"", headers=claimed)
-                    return
-            reply = _failed(reply, failure)
-            await bus.publish(subject, encode(reply, encoding), headers=_headers(reply, encoding))
-
     def _count(self, reply: Reply, elapsed_ns: int) -> None:
         stats = self.stats
         stats.requests += 1
@@ -632,39 +578,3 @@ def _describe(exc: Exception) -> str:
     if len(text) > 500:
         text = text[:500] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _delivered(reply: Reply, max_payload: int) -> Reply:
-    """``reply`` as its caller would get it by message: its output and meta copied, or the
-    error the message would have had (not serialisable, too large)."""
-    try:
-        (output, meta), size = isolated((reply.output, reply.meta))
-    except TypeError as exc:
-        return _failed(reply, InvalidOutputError(f"the output cannot be serialised: {exc}"))
-    if size > max_payload:
-        too_large = f"message of {size} bytes exceeds max_payload of {max_payload}"
-        return _failed(reply, PayloadTooLargeError(too_large))
-    # The host built this reply for this call alone: set the copies in place.
-    reply.output, reply.meta = output, meta
-    return reply
-
-
-def _failed(reply: Reply, exc: MeshError) -> Reply:
-    return reply.model_copy(update={"output": None, "error": ErrorInfo.from_exception(exc)})
-
-
-def _status(code: str) -> int:
-    try:
-        return _STATUS.get(ErrorCode(code), 500)
-    except ValueError:
-        return 500
-
-
-def _headers(reply: Reply, encoding: Encoding) -> dict[str, str] | None:
-    headers: dict[str, str] = {}
-    if encoding is not Encoding.MSGPACK:
-        headers[CONTENT_TYPE] = Encoding.JSON.value
-    if reply.error is not None:
-        headers[ERROR_HEADER] = " ".join(reply.error.message.split())[:1000]
-        headers[ERROR_CODE_HEADER] = str(_status(reply.error.code))
-    return headers or None
