@@ -208,6 +208,23 @@ class RecurseAgent(Agent[Any]):
         return await ctx.call(self.name, int(task.input) + 1)
 
 
+class PeerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    peer: str
+    """The agent it always calls (a plain name: the config's cycle check does not see it)."""
+
+
+class PeerAgent(Agent[PeerConfig]):
+    """Calls its ``peer`` with its input plus one, for ever: with a peer that calls it back,
+    a cycle across processes for the depth guard to stop."""
+
+    name = "peer"
+    config_model = PeerConfig
+
+    async def execute(self, task: Task, ctx: Context) -> Any:
+        return await ctx.call(self.config.peer, int(task.input) + 1)
+
+
 def free_port() -> int:
     """A TCP port free on the loopback interface now (for a process to bind next)."""
     with socket.socket() as probe:

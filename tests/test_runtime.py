@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -27,6 +28,7 @@ from mesh.errors import (
     UnknownAgentError,
 )
 from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
+from tests.nodes import run_node
 from tests.support import (
     FailAgent,
     FanOutAgent,
@@ -487,6 +489,34 @@ async def test_a_call_cycle_is_stopped_by_the_depth_limit(make_runtime: MakeRunt
     assert reply.error.message == (
         "call depth 6 exceeds max_depth 5 "
         "(the last callers: recurse -> recurse -> recurse -> recurse -> recurse): a cycle?"
+    )
+
+
+CYCLE = """
+defaults: {max_depth: 6}
+agents:
+  ping: {kind: "tests.support:PeerAgent", peer: pong}
+  pong: {kind: "tests.support:PeerAgent", peer: ping}
+"""
+
+
+async def test_a_cycle_across_processes_is_stopped_at_the_configured_depth(
+    nats_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "mesh.yaml"
+    config.write_text(CYCLE)
+    async with (
+        run_node("ping", nats_url=nats_url, config=config, log_dir=tmp_path),
+        run_node("pong", nats_url=nats_url, config=config, log_dir=tmp_path),
+        DistributedRuntime(nats_url) as client,
+    ):
+        with anyio.fail_after(20):
+            reply = await client.request("ping", 0)
+    assert reply.error is not None
+    assert reply.error.code == "depth_exceeded"
+    assert reply.error.message == (
+        "call depth 7 exceeds max_depth 6 (the last callers: pong -> ping -> pong -> ping -> "
+        "pong): a cycle?"
     )
 
 
