@@ -141,18 +141,7 @@ class Context:
             budget: A budget for the callee; it gets the tighter of this and what is left
                 of this task's (`remaining_budget`), never more.
         """
-        parent = self.task
-        left = self.remaining_budget()
-        merged = {**parent.context, **(context or {})} if parent else dict(context or {})
-        task = Task(
-            input=input,
-            correlation_id=(parent.correlation_id or parent.id) if parent else None,
-            sender=self.agent,
-            context=merged,
-            path=list(self.path),
-            idempotency_key=idempotency_key,
-            budget=budget if left is None else left.within(budget),
-        )
+        task = self._child_task(input, context, idempotency_key=idempotency_key, budget=budget)
         self.calls_made += 1
         writer = self.stream_writer
         if writer is not None and writer.forwards_children:
@@ -164,6 +153,32 @@ class Context:
             )
         self.add_usage(reply.usage)
         return reply
+
+    def _child_task(
+        self,
+        input: Any,
+        context: dict[str, Any] | None,
+        *,
+        idempotency_key: str | None = None,
+        budget: Budget | None = None,
+        stream: StreamRequest | None = None,
+    ) -> Task:
+        """A task for a call from this one: this task's context under ``context``, the tree's
+        correlation id, the call path, and what is left of the budget (or ``budget``, if
+        tighter)."""
+        parent = self.task
+        left = self.remaining_budget()
+        merged = {**parent.context, **(context or {})} if parent else dict(context or {})
+        return Task(
+            input=input,
+            correlation_id=(parent.correlation_id or parent.id) if parent else None,
+            sender=self.agent,
+            context=merged,
+            path=list(self.path),
+            idempotency_key=idempotency_key,
+            budget=budget if left is None else left.within(budget),
+            stream=stream,
+        )
 
     async def _forwarded(
         self, agent: str, task: Task, writer: StreamWriter, *, timeout: float | None
@@ -213,16 +228,8 @@ class Context:
             window: Chunks the callee may send ahead of what has been read.
             forward: ``all``, ``text`` (the callee's own text only) or ``none``.
         """
-        parent = self.task
-        merged = {**parent.context, **(context or {})} if parent else dict(context or {})
-        task = Task(
-            input=input,
-            correlation_id=(parent.correlation_id or parent.id) if parent else None,
-            sender=self.agent,
-            context=merged,
-            path=list(self.path),
-            budget=self.remaining_budget(),
-            stream=StreamRequest(window=window, forward=forward),
+        task = self._child_task(
+            input, context, stream=StreamRequest(window=window, forward=forward)
         )
         self.calls_made += 1
         async for item in self._runtime.open_stream(

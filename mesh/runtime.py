@@ -528,14 +528,7 @@ class Runtime:
             budget: What the model calls of the task, and of every task below it, may spend
                 in all (``budget_exceeded`` past it); default: no limit.
         """
-        task = Task(
-            input=input,
-            sender=self.name,
-            context=dict(context or {}),
-            path=[self.name],
-            idempotency_key=idempotency_key,
-            budget=budget,
-        )
+        task = self._task(input, context, idempotency_key=idempotency_key, budget=budget)
         return await self.send(agent, task, timeout=timeout, retry=retry)
 
     async def call(
@@ -605,6 +598,16 @@ class Runtime:
         except MeshError as exc:
             return Reply.failure(task.id, exc, correlation_id=task.correlation_id)
 
+    def _task(self, input: Any, context: dict[str, Any] | None, **fields: Any) -> Task:
+        """A top-level task from this runtime (its sender and the start of its path)."""
+        return Task(
+            input=input,
+            sender=self.name,
+            context=dict(context or {}),
+            path=[self.name],
+            **fields,
+        )
+
     def _stamp_deadline(self, task: Task, timeout: float | None, deadline: float | None) -> float:
         """Set ``task.deadline``: ``timeout`` (or the default) from now, never past
         ``deadline``; returns the seconds allowed."""
@@ -641,13 +644,7 @@ class Runtime:
             forward: ``all``, ``text`` (the callee's own text only) or ``none`` (only the
                 final reply).
         """
-        task = Task(
-            input=input,
-            sender=self.name,
-            context=dict(context or {}),
-            path=[self.name],
-            stream=StreamRequest(window=window, forward=forward),
-        )
+        task = self._task(input, context, stream=StreamRequest(window=window, forward=forward))
         async for item in self.open_stream(agent, task, timeout=timeout):
             yield item
 
@@ -699,11 +696,9 @@ class Runtime:
         self._check_callee(agent)
         if self.delivery(agent).delivery is not Delivery.DURABLE:
             raise ValueError(f"agent {agent!r} is not durable: use call or request")
-        task = Task(
-            input=input,
-            sender=self.name,
-            context=dict(context or {}),
-            path=[self.name],
+        task = self._task(
+            input,
+            context,
             idempotency_key=idempotency_key,
             budget=budget,
             deadline=time.time() + (self._timeout if timeout is None else timeout),

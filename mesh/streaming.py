@@ -27,6 +27,7 @@ import msgpack
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mesh.bus import Bus, Headers, Message, Subscription
+from mesh.bus.headers import is_no_responders
 from mesh.claim_check import claim_of
 from mesh.codec import CONTENT_TYPE, Encoding, decode, encode
 from mesh.envelope import Reply, Task
@@ -64,8 +65,6 @@ TEXT = "text"
 CALL = "call"
 """The kind of the chunks a forwarding caller sends about each call below it: one when it
 starts (``{"agent", "state": "started"}``), one when its reply is in (`call_ended`)."""
-_STATUS = "Status"
-_NO_RESPONDERS = "503"
 
 
 class Chunk(BaseModel):
@@ -341,7 +340,7 @@ async def read_stream(
 
 def _read(message: Message, agent: str) -> Chunk | Reply | MeshError:
     """A message of a stream as a chunk, the final reply, or what went wrong."""
-    if message.headers and message.headers.get(_STATUS) == _NO_RESPONDERS and not message.data:
+    if is_no_responders(message.headers, message.data):
         return NoRespondersError(f"no node is serving agent {agent!r}")
     try:
         body = msgpack.unpackb(message.data)  # the task went as msgpack: so does its stream

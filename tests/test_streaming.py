@@ -169,14 +169,20 @@ class Relay(Agent[Any]):
         return await ctx.call("waiter", task.input)
 
 
-@pytest.mark.parametrize("bus", ["memory", "nats"])
-async def test_the_first_chunk_arrives_before_the_reply_is_made(
-    request: pytest.FixtureRequest, bus: str
-) -> None:
+def relay_to_waiter(request: pytest.FixtureRequest, bus: str) -> tuple[Runtime, Waiter]:
+    """A runtime where ``relay`` calls ``waiter``, and the waiter (to release or watch)."""
     waiter = Waiter()
     runtime = make_runtime(request, bus)
     runtime.register(waiter)
     runtime.register(Relay())
+    return runtime, waiter
+
+
+@pytest.mark.parametrize("bus", ["memory", "nats"])
+async def test_the_first_chunk_arrives_before_the_reply_is_made(
+    request: pytest.FixtureRequest, bus: str
+) -> None:
+    runtime, waiter = relay_to_waiter(request, bus)
     items: list[Chunk | Reply] = []
     async with runtime:
         with anyio.fail_after(10):
@@ -194,10 +200,7 @@ async def test_the_first_chunk_arrives_before_the_reply_is_made(
 async def test_breaking_out_of_the_loop_cancels_the_agents_below(
     request: pytest.FixtureRequest, bus: str
 ) -> None:
-    waiter = Waiter()
-    runtime = make_runtime(request, bus)
-    runtime.register(waiter)
-    runtime.register(Relay())
+    runtime, waiter = relay_to_waiter(request, bus)
     async with runtime:
         with anyio.fail_after(10):
             async for item in runtime.stream("relay", "go"):

@@ -6,11 +6,19 @@ import re
 
 from mesh.bus.base import Headers
 
-__all__ = ["headers_size", "normalize_headers"]
+__all__ = ["headers_size", "is_no_responders", "normalize_headers"]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _NEWLINES = str.maketrans({"\r": " ", "\n": " "})
 _STATUS_LINE = len(b"NATS/1.0\r\n")
+_STATUS = "Status"
+_NO_RESPONDERS = "503"  # the server's answer to a request nobody is subscribed to
+
+
+def is_no_responders(headers: Headers | None, data: bytes) -> bool:
+    """Whether a message on a reply subject is the server's "no responders" status (NATS
+    sends it to a request's reply subject when nothing subscribes to its subject)."""
+    return headers is not None and headers.get(_STATUS) == _NO_RESPONDERS and not data
 
 
 def normalize_headers(headers: Headers | None) -> dict[str, str] | None:

@@ -24,15 +24,13 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from mesh._deadlines import Deadlines
 from mesh.bus.auth import BusAuthError, NatsAuth, is_refusal, redact_url, refusal_error
 from mesh.bus.base import BusClosedError, Handler, Headers, Message
-from mesh.bus.headers import headers_size, normalize_headers
+from mesh.bus.headers import headers_size, is_no_responders, normalize_headers
 from mesh.bus.subjects import validate_publish_subject, validate_queue, validate_subscribe_subject
 from mesh.errors import MeshTimeoutError, NoRespondersError, PayloadTooLargeError
 
 __all__ = ["NatsBus"]
 
 _log = logging.getLogger("mesh.bus")
-_STATUS = "Status"
-_NO_RESPONDERS = "503"  # the server's answer to a request nobody is subscribed to
 _RECONNECT_WAIT = 1  # seconds between attempts on one server (nats-py types it int)
 _GONE = (
     nats.errors.ConnectionClosedError,
@@ -242,7 +240,7 @@ class NatsBus:
         finally:
             self._timeouts.discard(reply)
             del self._replies[inbox]
-        if msg.headers and msg.headers.get(_STATUS) == _NO_RESPONDERS and not msg.data:
+        if is_no_responders(msg.headers, msg.data):
             raise NoRespondersError(f"no responders on {subject!r}")
         return Message(msg.subject, msg.data, msg.reply, msg.headers)
 
