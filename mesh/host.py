@@ -460,10 +460,9 @@ class AgentHost:
     async def _run(self, task: Task, writer: StreamWriter | None = None) -> Reply:
         started = time.perf_counter()
         now = time.time()
-        allowed = self._timeout
+        # The task's deadline, else the agent's `timeout` (documented as such in subjects.md).
         remaining = task.remaining(now)
-        if remaining is not None:
-            allowed = min(allowed, remaining)
+        allowed = self._timeout if remaining is None else remaining
         ctx = Context(
             self._runtime, agent=self.agent.name, task=task, deadline=now + allowed, stream=writer
         )

@@ -14,6 +14,7 @@ from agents.echo import EchoAgent
 from agents.upper import UpperAgent
 from mesh.agent import Agent
 from mesh.bus import Message, NatsBus
+from mesh.codec import decode_reply
 from mesh.config import MeshConfig
 from mesh.context import Context
 from mesh.envelope import Event, Reply, Task, Usage
@@ -28,6 +29,7 @@ from mesh.errors import (
     UnknownAgentError,
 )
 from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
+from mesh.subjects import task_subject
 from tests.nodes import run_node
 from tests.support import (
     FailAgent,
@@ -120,6 +122,24 @@ async def test_slow_agent_gets_deadline_exceeded(runtime: Runtime) -> None:
     with anyio.fail_after(5), pytest.raises(DeadlineExceededError):
         await runtime.call("sleep", 30, timeout=0.2)
     assert time.monotonic() - started < 3
+
+
+async def test_agent_timeout_bounds_only_tasks_without_a_deadline(
+    make_runtime: MakeRuntime,
+) -> None:
+    """A caller's deadline is the task's limit, longer than the agent's ``timeout`` or not;
+    a task that carries none (a plain NATS client's) gets the agent's ``timeout``."""
+    rt = make_runtime()
+    rt.register(SleepAgent(), timeout=0.2)
+    async with rt:
+        with anyio.fail_after(10):
+            assert await rt.call("sleep", 0.4, timeout=5) == 0.4
+            started = time.monotonic()
+            message = await rt.bus.request(task_subject("sleep"), b'{"input": 30}', timeout=5)
+        reply = decode_reply(message.data, message.headers)
+        assert reply.error is not None
+        assert reply.error.code == "deadline_exceeded"
+        assert time.monotonic() - started < 3
 
 
 async def test_unserialisable_output_is_invalid_output(runtime: Runtime) -> None:
