@@ -1,7 +1,7 @@
 """Hierarchical: a chief editor splits a briefing between a research desk and a writer; the
 research desk is itself a hierarchy, splitting its part between an astronomer and a historian.
-Each manager merges what its teams sent back. The chief also asks for a legal review, but there
-is no legal team: the assignment is left out and reported.
+Each manager merges what its teams sent back. A manager model can only name a team listed: the
+teams are an enum in its output schema.
 
     python examples/hierarchical.py                              # offline, scripted models
     python examples/hierarchical.py --model openai:gpt-4o-mini   # a real model (OPENAI_API_KEY)
@@ -51,7 +51,6 @@ def scripted_models() -> list[ScriptedModel]:
         [
             ("research", "Explain why the Moon has phases, and who first explained it."),
             ("writing", "Write a three-sentence briefing on the Moon's phases for the public."),
-            ("legal", "Check the briefing for legal problems."),  # there is no legal team
         ],
         "The Moon shines by reflected sunlight, and as it orbits Earth we see a changing share "
         "of its lit half: new, crescent, quarter, gibbous, full, and back. Anaxagoras "
@@ -105,7 +104,7 @@ async def run(model: str | None) -> Reply:
             },
             "model": model or "scripted:chief",
             "max_depth": 2,  # the desk may not split its work further down
-            "unknown_teams": "report",  # list assignments to teams that do not exist, go on
+            "unknown_teams": "report",  # a manager agent's teams not listed: list them, go on
             "on_team_error": "report",  # list failed teams, merge the others' results
         }
     )

@@ -4,7 +4,8 @@ at once, and the manager merges their results into one answer.
 A team is any agent, a pattern too, another hierarchical one included: each run passes its
 level down the call tree in the task context (`HIERARCHY`), and a run deeper than
 ``max_depth`` (the smallest of its own and of every run above it) is refused with
-``depth_exceeded`` before its manager is asked. Assignments to teams not listed, and teams
+``depth_exceeded`` before its manager is asked. A manager model's output schema lists the
+teams, so it cannot name another; a manager agent's assignments to teams not listed, and teams
 that fail, either fail the run or are reported in its output (``unknown_teams``,
 ``on_team_error``); never dropped in silence.
 
@@ -24,7 +25,7 @@ In YAML::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     AfterValidator,
@@ -115,8 +116,9 @@ class HierarchicalConfig(BaseModel):
     max_depth: int = Field(default=3, ge=1)
     """Most levels of hierarchical runs, this one's included (1: no team may be hierarchical)."""
     unknown_teams: Policy = "fail"
-    """An assignment to a team not listed: ``fail`` the run before any team works, or
-    ``report`` it in the output and go on without it."""
+    """A ``manager`` agent's assignment to a team not listed (a model's schema lists only the
+    teams): ``fail`` the run before any team works, or ``report`` it in the output and go on
+    without it."""
     on_team_error: Policy = "fail"
     """A team failed: ``fail`` the run (the other teams cancelled), or ``report`` it and merge
     the other results."""
@@ -197,8 +199,14 @@ class HierarchicalPattern(Agent[HierarchicalConfig]):
         self, *, name: str | None = None, config: HierarchicalConfig | None = None
     ) -> None:
         super().__init__(name=name, config=config)
+        # The teams as an enum in the schema: a provider that constrains its output to the
+        # schema (OpenAI strict, llama.cpp's grammar) cannot name another.
+        teams = cast("Any", Literal)[tuple(self.config.teams)]
+        about = Field(description=Assignment.model_fields["team"].description)
+        assignment = checked_output(Assignment, team=(teams, about))
         limit = Field(min_length=1, max_length=self.config.max_assignments)
-        self._assignments = checked_output(Assignments, assignments=(list[Assignment], limit))
+        listed = cast("Any", list)[assignment]
+        self._assignments = checked_output(Assignments, assignments=(listed, limit))
         self._agents = {team: spec.agent or team for team, spec in self.config.teams.items()}
 
     async def execute(self, task: Task, ctx: Context) -> dict[str, Any]:

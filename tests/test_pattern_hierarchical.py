@@ -362,10 +362,33 @@ async def test_a_team_past_its_timeout_is_cancelled_and_reported(runtime: Runtim
 # -- failures ----------------------------------------------------------------------------------
 
 
-async def test_an_unknown_team_fails_the_run_before_any_team_works(runtime: Runtime) -> None:
-    boss = manager("company", assign(("research", "find facts"), ("legal", "check it")))
+async def test_the_models_schema_lists_the_teams_so_it_cannot_name_another(
+    runtime: Runtime,
+) -> None:
+    pattern = hierarchy()
+    schema = pattern._assignments.model_json_schema()
+    assignment = schema["$defs"]["Assignment"]["properties"]["team"]
+    assert assignment["enum"] == ["research", "writing"]
+    plan = assign(("research", "find facts"), ("legal", "check it"))
+    boss = manager("company", plan, plan)  # the same answer when shown its error
     researcher = team("researcher")
-    async with running(runtime, hierarchy(), researcher, models=[boss]):
+    async with running(runtime, pattern, researcher, models=[boss]):
+        reply = await ask(runtime)
+    assert reply.error is not None
+    assert reply.error.code == "invalid_output"
+    assert "assignments.1.team" in reply.error.message
+    assert researcher.contexts == []
+
+
+def manager_agent(*pairs: tuple[str | None, Any]) -> FixedAgent:
+    """A manager agent (not the pattern's model) answering the assignments ``pairs``."""
+    return FixedAgent(name="boss", config=FixedConfig(output=assign(*pairs)))
+
+
+async def test_an_unknown_team_fails_the_run_before_any_team_works(runtime: Runtime) -> None:
+    boss = manager_agent(("research", "find facts"), ("legal", "check it"))
+    researcher = team("researcher")
+    async with running(runtime, hierarchy(manager="boss"), researcher, boss):
         reply = await ask(runtime)
     assert reply.error == ErrorInfo(
         code="unknown_agent",
@@ -378,13 +401,14 @@ async def test_an_unknown_team_fails_the_run_before_any_team_works(runtime: Runt
         },
     )
     assert researcher.contexts == []
-    assert reply.meta["pattern"]["calls"] == 0
+    assert reply.meta["pattern"]["calls"] == 1  # the manager, no team
 
 
 async def test_unknown_teams_may_be_reported_and_the_rest_done(runtime: Runtime) -> None:
-    boss = manager("company", assign(("research", "find facts"), ("legal", "check it")))
-    pattern = hierarchy(unknown_teams="report")
-    async with running(runtime, pattern, team("researcher"), models=[boss]):
+    boss = manager_agent(("research", "find facts"), ("legal", "check it"))
+    pattern = hierarchy(manager="boss", unknown_teams="report")
+    merger = manager("company")  # the pattern's model merges the answers
+    async with running(runtime, pattern, team("researcher"), boss, models=[merger]):
         reply = await ask(runtime)
     assert reply.output == {
         "answer": "merged",
@@ -397,7 +421,7 @@ async def test_unknown_teams_may_be_reported_and_the_rest_done(runtime: Runtime)
 async def test_assignments_to_no_known_team_at_all_fail_even_when_reported(
     runtime: Runtime,
 ) -> None:
-    boss = FixedAgent(name="boss", config=FixedConfig(output=assign((None, "x"), ("legal", "y"))))
+    boss = manager_agent((None, "x"), ("legal", "y"))
     async with running(runtime, hierarchy(manager="boss", unknown_teams="report"), boss):
         reply = await ask(runtime)
     assert reply.error is not None
