@@ -90,12 +90,13 @@ class FanOutAgent(Agent[Any]):
 
 
 class UnserialisableAgent(Agent[Any]):
-    """Returns something no codec can write."""
+    """Returns something no codec can write: an integer too large for msgpack when its input
+    is ``"huge"``, else an object."""
 
     name = "unserialisable"
 
     async def execute(self, task: Task, ctx: Context) -> Any:
-        return object()
+        return 2**64 if task.input == "huge" else object()
 
 
 class TrickyAgent(Agent[Any]):

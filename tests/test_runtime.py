@@ -142,9 +142,11 @@ async def test_agent_timeout_bounds_only_tasks_without_a_deadline(
         assert time.monotonic() - started < 3
 
 
-async def test_unserialisable_output_is_invalid_output(runtime: Runtime) -> None:
+@pytest.mark.parametrize("what", [None, "huge"])
+async def test_unserialisable_output_is_invalid_output(runtime: Runtime, what: str | None) -> None:
     with anyio.fail_after(5), pytest.raises(InvalidOutputError):
-        await runtime.call("unserialisable", None)
+        await runtime.call("unserialisable", what)
+    assert await runtime.call("echo", "next") == "next"
 
 
 class KeeperAgent(Agent[Any]):
