@@ -143,32 +143,45 @@ class TelemetryMetrics:
             if call.ttft_ms is not None:
                 self.llm_ttft.labels(model).observe(amounts["ttft"] / 1000)
 
-    def observe_task(self, record: TaskRecord) -> None:
-        """Count one task a host answered (one per task in the mesh: the sidecar's busiest
-        path, so each agent and outcome's children are looked up once, not per record).
+    def observe_tasks(self, records: Sequence[TaskRecord]) -> list[MalformedRecordError]:
+        """Count the tasks hosts answered (one per task in the mesh: the sidecar's busiest
+        path). Each agent and outcome's children are looked up once, not per record, and each
+        counter is added to once per batch; durations are observed one by one.
 
-        Raises:
-            MalformedRecordError: A negative or non-finite duration.
+        Returns:
+            Why each record with a negative or non-finite duration was skipped.
         """
-        took, waited = number(record.duration_ms), number(record.queue_ms)
-        if took is None or waited is None:
-            bad = "duration" if took is None else "queue"
-            raise MalformedRecordError(f"not a non-negative number: {bad}")
-        key = (record.agent, record.outcome)
+        counts: dict[tuple[str, str], int] = {}
+        skipped: list[MalformedRecordError] = []
+        for record in records:
+            took, waited = number(record.duration_ms), number(record.queue_ms)
+            if took is None or waited is None:
+                bad = "duration" if took is None else "queue"
+                skipped.append(MalformedRecordError(f"not a non-negative number: {bad}"))
+                continue
+            key = (record.agent, record.outcome)
+            _, duration, queue = self._children(key)
+            duration.observe(took / 1000)
+            queue.observe(waited / 1000)
+            counts[key] = counts.get(key, 0) + 1
+        for key, count in counts.items():
+            self._children(key)[0].inc(count)
+        return skipped
+
+    def _children(self, key: tuple[str, str]) -> tuple[Counter, Histogram, Histogram]:
+        """The task counter, duration and queue histograms of (agent, outcome)."""
         children = self._task_children.get(key)
         if children is None:
-            agent = self.label("agent", record.agent)
+            agent_name, outcome = key
+            agent = self.label("agent", agent_name)
             children = (
-                self.tasks.labels(agent, self.label("outcome", record.outcome)),
+                self.tasks.labels(agent, self.label("outcome", outcome)),
                 self.task_duration.labels(agent),
                 self.task_queue.labels(agent),
             )
             if len(self._task_children) < _CHILDREN_KEPT:
                 self._task_children[key] = children
-        tasks, duration, queue = children
-        tasks.inc()
-        duration.observe(took / 1000)
-        queue.observe(waited / 1000)
+        return children
 
     def observe_pattern(self, run: PatternRun) -> int:
         """Count one pattern run: runs, duration, calls, tokens and cost, then the figures of

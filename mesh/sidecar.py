@@ -128,10 +128,12 @@ class Sidecar:
             _log.debug("skipped a malformed %s record: %s", kind, exc)
             self._seen += 1
         else:
-            records = body.records if isinstance(body, TaskRecords) else [body]
-            for record in records:
-                self._count(kind, record)
-            self._seen += len(records)
+            if isinstance(body, TaskRecords):
+                self._count_tasks(kind, body.records)
+                self._seen += len(body.records)
+            else:
+                self._count(kind, body)
+                self._seen += 1
         if self._arrived is not None:
             self._arrived.set()
 
@@ -146,11 +148,19 @@ class Sidecar:
             if bad_figures:  # counted, but some figure was skipped: count the record once
                 self._malformed.labels(kind, "bad_figure").inc()
 
+    def _count_tasks(self, kind: str, records: list[TaskRecord]) -> None:
+        """A batch of task records, counted as `_count` counts one, a counter added to once."""
+        skipped = self.metrics.observe_tasks(records)
+        for exc in skipped:
+            _log.debug("skipped a %s record with impossible values: %s", kind, exc)
+        if skipped:
+            self._malformed.labels(kind, "bad_value").inc(len(skipped))
+        if len(records) > len(skipped):
+            self._events.labels(kind).inc(len(records) - len(skipped))
+
     def _observe(self, record: BaseModel) -> int:
         if isinstance(record, LLMCall):
             self.metrics.observe_llm(record)
-        elif isinstance(record, TaskRecord):
-            self.metrics.observe_task(record)
         elif isinstance(record, PatternRun):
             return self.metrics.observe_pattern(record)
         return 0

@@ -223,6 +223,9 @@ def msgpack_of(record: Mapping[str, Any]) -> bytes:
 VALID = {"model": "openai:gpt-4o-mini", "provider": "openai", "agent": "a", "input_tokens": 7}
 
 
+TASK = {"agent": "echo", "instance": "i", "task_id": "t", "duration_ms": 1.0}
+
+
 async def test_malformed_records_are_counted_and_the_next_one_is_not_lost(bus: Bus) -> None:
     sidecar = Sidecar()
     await sidecar.attach(bus)
@@ -232,6 +235,7 @@ async def test_malformed_records_are_counted_and_the_next_one_is_not_lost(bus: B
         (TELEMETRY_LLM, msgpack_of({"model": "m"})),  # no provider
         (TELEMETRY_LLM, json.dumps({**VALID, "input_tokens": -5}).encode()),
         (TELEMETRY_TASK, b"plain words"),
+        (TELEMETRY_TASK, msgpack_of({"records": [TASK, {**TASK, "duration_ms": -1.0}]})),
         (TELEMETRY_PATTERN, msgpack_of({"pattern": "parallel", "agent": "p", "figures": 3})),
         (
             TELEMETRY_PATTERN,
@@ -248,7 +252,7 @@ async def test_malformed_records_are_counted_and_the_next_one_is_not_lost(bus: B
         await bus.publish(subject, data)
     await bus.publish(TELEMETRY_LLM, json.dumps(VALID).encode())
     with anyio.fail_after(10):
-        await sidecar.wait_received(len(bad) + 1)
+        await sidecar.wait_received(len(bad) + 2)  # a record each, the batch two, the valid one
     found = read_samples(_render(sidecar))
     await sidecar.detach()
     detached = read_samples(_render(sidecar))
@@ -258,11 +262,13 @@ async def test_malformed_records_are_counted_and_the_next_one_is_not_lost(bus: B
         labels(kind="llm", reason="bad_schema"): 1,
         labels(kind="llm", reason="bad_value"): 1,
         labels(kind="task", reason="bad_schema"): 1,
+        labels(kind="task", reason="bad_value"): 1,
         labels(kind="pattern", reason="bad_schema"): 1,
         labels(kind="pattern", reason="bad_figure"): 1,
     }
     assert found["mesh_sidecar_events_total"] == {
         labels(kind="llm"): 1,
+        labels(kind="task"): 1,  # the batch's valid record
         labels(kind="pattern"): 1,
     }
     assert found["mesh_llm_tokens_total"] == {
@@ -549,10 +555,11 @@ def test_each_pattern_kinds_figures_become_its_metrics() -> None:
 
 def test_label_values_past_the_limit_are_counted_as_other() -> None:
     sidecar = Sidecar(label_limit=2)
-    for agent in ("a", "b", "c", "d", "a"):
-        sidecar.metrics.observe_task(
-            TaskRecord(agent=agent, instance="i", task_id="t", duration_ms=1.0)
-        )
+    records = [
+        TaskRecord(agent=agent, instance="i", task_id="t", duration_ms=1.0)
+        for agent in ("a", "b", "c", "d", "a")
+    ]
+    assert sidecar.metrics.observe_tasks(records) == []
     found = read_samples(_render(sidecar))
     assert found["mesh_tasks_total"] == {
         labels(agent="a", outcome="ok"): 2,
