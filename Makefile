@@ -60,9 +60,9 @@ $(LLAMA_SERVER): | $(E2E_STAMP)
 	tar xzf $(E2E_DIR)/src/*.tar.gz -C $(E2E_DIR)/src
 	$(VENV)/bin/cmake -S $(E2E_DIR)/src/llama_cpp_python-*/vendor/llama.cpp -B $(E2E_DIR)/build \
 		-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-		-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF > $(E2E_DIR)/build.log \
+		-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF > $(E2E_DIR)/build.log 2>&1 \
 		|| (tail -40 $(E2E_DIR)/build.log; exit 1)
-	$(VENV)/bin/cmake --build $(E2E_DIR)/build --target llama-server -j $$(nproc) >> $(E2E_DIR)/build.log \
+	$(VENV)/bin/cmake --build $(E2E_DIR)/build --target llama-server -j $$(nproc) >> $(E2E_DIR)/build.log 2>&1 \
 		|| (tail -40 $(E2E_DIR)/build.log; exit 1)
 	mkdir -p $(E2E_DIR)/bin && cp $(E2E_DIR)/build/bin/llama-server $(LLAMA_SERVER)
 	rm -rf $(E2E_DIR)/src $(E2E_DIR)/build
