@@ -173,80 +173,11 @@ def isolated(value: Any) -> tuple[Any, int]:
     """A copy of ``value`` as a message would carry it (written as msgpack and read back),
     and the bytes it took: what an in-process hand-over gives instead of a message.
 
-    Text, numbers and flat maps of them, the usual inputs and outputs, are copied without
-    writing them (`_flat`): the same copy and the same size, at a fraction of the cost.
-
     Raises:
         TypeError: Something in ``value`` cannot be written.
     """
-    flat = _flat(value)
-    if flat is not None:
-        return flat
     written = pack(value)
     return msgpack.unpackb(written), len(written)
-
-
-def _flat(value: Any) -> tuple[Any, int] | None:
-    """What `isolated` gives for a scalar, a flat map of scalars, or a tuple or list of
-    those, without writing it; ``None`` for anything else."""
-    kind = type(value)
-    if kind is tuple or kind is list:
-        copies = []
-        size = _header(len(value))
-        for item in value:
-            flat = _flat(item)
-            if flat is None:
-                return None
-            copies.append(flat[0])
-            size += flat[1]
-        return copies, size  # a list, as msgpack reads an array back
-    if kind is dict:
-        size = _header(len(value))
-        for key, item in value.items():
-            key_size, item_size = _scalar_size(key, keyed=True), _scalar_size(item)
-            if key_size < 0 or item_size < 0:
-                return None
-            size += key_size + item_size
-        return dict(value), size
-    size = _scalar_size(value)
-    return None if size < 0 else (value, size)
-
-
-def _header(count: int) -> int:
-    """Bytes of a msgpack array or map header for ``count`` items."""
-    return 1 if count < 16 else 3 if count < 65536 else 5
-
-
-def _scalar_size(value: Any, *, keyed: bool = False) -> int:
-    """Bytes msgpack writes for an immutable value of an exact plain type (an ASCII ``str``,
-    ``int``, ``float``, ``bool``, ``None``, ``bytes``), which a copy may share; -1 for any
-    other (``keyed``: anything but such a ``str``, as a map key must be one)."""
-    kind = type(value)
-    if kind is str:
-        if not value.isascii():  # its UTF-8 length would take encoding it
-            return -1
-        n = len(value)
-        return n + (1 if n < 32 else 2 if n < 256 else 3 if n < 65536 else 5)
-    if keyed:
-        return -1
-    if value is None or kind is bool:
-        return 1
-    if kind is float:
-        return 9
-    if kind is int:
-        if -32 <= value < 128:
-            return 1
-        if -128 <= value < 256:
-            return 2
-        if -32768 <= value < 65536:
-            return 3
-        if -(2**31) <= value < 2**32:
-            return 5
-        return 9 if -(2**63) <= value < 2**64 else -1
-    if kind is bytes:
-        n = len(value)
-        return n + (2 if n < 256 else 3 if n < 65536 else 5)
-    return -1
 
 
 def _decode(data: bytes, encoding: Encoding, model: type[ModelT]) -> ModelT:

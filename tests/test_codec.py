@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mesh.codec import Encoding, decode, decode_reply, decode_task, encode, isolated, pack, sniff
+from mesh.codec import Encoding, decode, decode_reply, decode_task, encode, isolated, sniff
 from mesh.envelope import ErrorInfo, Event, Reply, Task, Usage
 from mesh.errors import (
     BadSchemaError,
@@ -160,33 +160,6 @@ def test_reply_unwrap_raises_its_error() -> None:
 
 
 # -- isolated: the in-process copy --------------------------------------------------------------
-
-_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=300)
-    | st.binary(max_size=300)
-)
-_VALUES = st.recursive(
-    _SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=20)
-        | st.lists(inner, max_size=5).map(tuple)
-        | st.dictionaries(st.text(max_size=10), inner, max_size=20)
-    ),
-    max_leaves=40,
-)
-
-
-@given(_VALUES)
-def test_isolated_gives_what_a_message_would_carry_and_its_size(value: object) -> None:
-    """The shortcut for flat values gives the msgpack round trip's copy and size exactly."""
-    written = pack(value)
-    copy, size = isolated(value)
-    assert copy == msgpack.unpackb(written)
-    assert size == len(written)
 
 
 def test_isolated_copies_are_not_shared() -> None:
