@@ -381,8 +381,7 @@ class AgentHost:
         for a try running elsewhere, or claim the entry, run, and settle it."""
         ledger = self._runtime.ledger
         now = time.time()
-        remaining = task.remaining(now)
-        until = now + (self._timeout if remaining is None else min(self._timeout, remaining))
+        until = now + self._allowed(task, now)
         try:
             claimed = await ledger.begin(
                 key,
@@ -457,12 +456,16 @@ class AgentHost:
     def _refused(self, task: Task, exc: MeshError) -> Reply:
         return Reply.failure(task.id, exc, correlation_id=task.correlation_id, meta=self._meta)
 
+    def _allowed(self, task: Task, now: float) -> float:
+        """Seconds ``task`` may run from ``now``: until its deadline, or for the agent's
+        ``timeout`` when it carries none (as `subjects.md` and the config say)."""
+        remaining = task.remaining(now)
+        return self._timeout if remaining is None else remaining
+
     async def _run(self, task: Task, writer: StreamWriter | None = None) -> Reply:
         started = time.perf_counter()
         now = time.time()
-        # The task's deadline, else the agent's `timeout` (documented as such in subjects.md).
-        remaining = task.remaining(now)
-        allowed = self._timeout if remaining is None else remaining
+        allowed = self._allowed(task, now)
         ctx = Context(
             self._runtime, agent=self.agent.name, task=task, deadline=now + allowed, stream=writer
         )

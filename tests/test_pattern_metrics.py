@@ -21,7 +21,7 @@ async def test_a_pattern_stopped_by_its_deadline_reports_a_cancelled_run(runtime
     pattern = ParallelPattern(
         name="fan", config=ParallelConfig.model_validate({"branches": ["patient"]})
     )
-    runtime.register(pattern, timeout=0.3)
+    runtime.register(pattern)
     runs: list[PatternRun] = []
     reported = anyio.Event()
 
@@ -32,7 +32,7 @@ async def test_a_pattern_stopped_by_its_deadline_reports_a_cancelled_run(runtime
     async with runtime:
         await runtime.bus.subscribe(TELEMETRY_PATTERN, collect)
         with anyio.fail_after(10):
-            reply = await runtime.request("fan", "x")
+            reply = await runtime.request("fan", "x", timeout=0.3)
             await reported.wait()
     assert reply.error is not None
     assert reply.error.code == "deadline_exceeded"
