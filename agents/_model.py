@@ -8,15 +8,22 @@ any other.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar, cast
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Literal, TypeVar, cast
 
-from pydantic import AfterValidator, BaseModel, ValidationError, create_model, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from mesh.errors import BadSchemaError
 from mesh.llm.model import split_model_name
 
-__all__ = ["DEFAULT_MODEL", "ModelName", "checked_output", "parse_input"]
+__all__ = ["DEFAULT_MODEL", "ModelName", "checked_output", "one_of", "parse_input"]
 
 DEFAULT_MODEL = "openai:gpt-4o-mini"
 """The model a built-in agent uses when its config names none."""
@@ -83,3 +90,13 @@ def checked_output(
         __validators__=validators,
         **fields,
     )
+
+
+def one_of(base: type[OutputT], field: str, names: Sequence[str]) -> type[OutputT]:
+    """`checked_output` of ``base`` whose ``field`` takes only ``names``, an enum in the
+    schema (its description kept): a provider that constrains its output to the schema
+    (OpenAI strict, llama.cpp's grammar) cannot answer another."""
+    about = base.model_fields[field].description
+    choices = cast("Any", Literal)[tuple(names)]
+    replaced: dict[str, Any] = {field: (choices, Field(description=about))}
+    return checked_output(base, **replaced)

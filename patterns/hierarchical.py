@@ -36,7 +36,7 @@ from pydantic import (
     field_validator,
 )
 
-from agents._model import DEFAULT_MODEL, ModelName, checked_output, parse_input
+from agents._model import DEFAULT_MODEL, ModelName, checked_output, one_of, parse_input
 from agents.planner import Plan
 from mesh.agent import Agent
 from mesh.context import Context
@@ -199,11 +199,7 @@ class HierarchicalPattern(Agent[HierarchicalConfig]):
         self, *, name: str | None = None, config: HierarchicalConfig | None = None
     ) -> None:
         super().__init__(name=name, config=config)
-        # The teams as an enum in the schema: a provider that constrains its output to the
-        # schema (OpenAI strict, llama.cpp's grammar) cannot name another.
-        teams = cast("Any", Literal)[tuple(self.config.teams)]
-        about = Field(description=Assignment.model_fields["team"].description)
-        assignment = checked_output(Assignment, team=(teams, about))
+        assignment = one_of(Assignment, "team", list(self.config.teams))
         limit = Field(min_length=1, max_length=self.config.max_assignments)
         listed = cast("Any", list)[assignment]
         self._assignments = checked_output(Assignments, assignments=(listed, limit))

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agents._model import DEFAULT_MODEL, ModelName, checked_output
+from agents._model import DEFAULT_MODEL, ModelName, one_of
 from mesh.agent import Agent
 from mesh.context import Context
 from mesh.envelope import Task
@@ -188,9 +188,7 @@ class SupervisorPattern(Agent[SupervisorConfig]):
 
     def __init__(self, *, name: str | None = None, config: SupervisorConfig | None = None) -> None:
         super().__init__(name=name, config=config)
-        choices = cast("Any", Literal)[(*self.config.workers, DONE)]
-        about = Decision.model_fields["next"].description
-        self._decision = checked_output(Decision, next=(choices, Field(description=about)))
+        self._decision = one_of(Decision, "next", [*self.config.workers, DONE])
         self._words = {name: words(about) for name, about in self.config.workers.items()}
 
     async def execute(self, task: Task, ctx: Context) -> dict[str, Any]:
