@@ -4,7 +4,6 @@ by ``mesh run`` in a process of its own, as a user would. Deselected from `make 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import yaml
 from mesh.envelope import Reply
 from mesh.llm.registry import OFFLINE_VARIABLE
 from tests.e2e.conftest import Outcome, Target
-from tests.test_examples_yaml import EXAMPLES, IDS, ROOT, raw_input
+from tests.test_examples_yaml import EXAMPLES, IDS, ROOT, environ, raw_input
 
 pytestmark = pytest.mark.e2e
 
@@ -53,8 +52,8 @@ def real_model_config(path: Path, target: Target, directory: Path) -> Path:
 
 def mesh_run(config: Path, text: str) -> tuple[int, str, str]:
     """``mesh run CONFIG TEXT --json`` on the embedded default, real providers on."""
-    unset = {OFFLINE_VARIABLE, "NATS_URL", "MESH_BUS__URL"}
-    env = {key: value for key, value in os.environ.items() if key not in unset}
+    env = environ()  # the embedded default: no bus URL
+    env.pop(OFFLINE_VARIABLE, None)
     command = [sys.executable, "-m", "mesh", "run", str(config), text, "--json", "--quiet"]
     done = subprocess.run(
         [*command, "--timeout", str(RUN_TIMEOUT - 60)],
