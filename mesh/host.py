@@ -1,8 +1,8 @@
 """`AgentHost`: serves one agent's task subject on a bus.
 
-Per message: decode and validate once, check the deadline, run the agent as a task of its own
-(bounded by ``max_concurrency``; above it the subscription waits, nothing is dropped), and
-answer in the request's encoding. Any bad message gets a structured error reply, and the host
+Per message: decode and validate once, check the deadline, run the agent in an asyncio task
+(at most ``max_concurrency`` at once; above it messages wait, nothing is dropped, and each
+finishing task goes on to the next waiting message), and answer in the request's encoding. Any bad message gets a structured error reply, and the host
 goes on serving.
 """
 
@@ -172,10 +172,20 @@ class AgentHost:
             await self._room
 
     def _start(self, message: Message, arrived: int) -> None:
-        task = asyncio.create_task(self.handle(message, arrived))
+        task = asyncio.create_task(self._serve(message, arrived))
         self._tasks.add(task)
         self._idle.clear()
         task.add_done_callback(self._finished)
+
+    async def _serve(self, message: Message, arrived: int) -> None:
+        """Answer ``message``, then, holding the same slot, the messages waiting next in the
+        backlog: under load a task per slot, not per message, and a burst answered without
+        waiting a loop turn per freed slot (so its replies leave together)."""
+        await self.handle(message, arrived)
+        backlog = self._backlog
+        while backlog and isinstance(waiting := backlog[0], tuple):
+            self._next()
+            await self.handle(*waiting)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._release()
@@ -183,13 +193,8 @@ class AgentHost:
 
     def _release(self) -> None:
         """Hand a freed slot to the next waiting message or `slot` caller, else free it."""
-        backlog = self._backlog
-        while backlog:
-            waiting = backlog.popleft()
-            if self._room is not None and len(backlog) < self._backlog_limit:
-                if not self._room.done():
-                    self._room.set_result(None)
-                self._room = None
+        while self._backlog:
+            waiting = self._next()
             if isinstance(waiting, tuple):
                 self._start(*waiting)
                 return
@@ -197,6 +202,17 @@ class AgentHost:
                 waiting.set_result(None)
                 return
         self._free += 1
+
+    def _next(self) -> tuple[Message, int] | asyncio.Future[None]:
+        """The backlog's first entry (a message and its arrival time, or a `slot` caller's
+        future), taken out; the subscription resumes once there is room."""
+        waiting = self._backlog.popleft()
+        room = self._room
+        if room is not None and len(self._backlog) < self._backlog_limit:
+            if not room.done():
+                room.set_result(None)
+            self._room = None
+        return waiting
 
     def detach(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` as a task the host owns (`stop` waits for it, `close` cancels it);
@@ -515,13 +531,16 @@ class AgentHost:
         """
         current = asyncio.current_task()
         assert current is not None
+        # Cancel requests on this task from before this run (the caller's own, or one an
+        # agent swallowed earlier in the same host task) are not this run's concern.
+        cancelling = current.cancelling()
         stop = Stop(current)
         self._deadlines.add(stop, allowed)
         self._running.setdefault(task.id, []).append(stop)
         try:
             return await self.agent.execute(task, ctx)
         except asyncio.CancelledError as exc:
-            if stop.reason is None or current.uncancel() > 0:
+            if stop.reason is None or current.uncancel() > cancelling:
                 raise  # cancelled from outside (e.g. shutdown), not for this task
             if stop.reason == DEADLINE:
                 raise DeadlineExceededError(

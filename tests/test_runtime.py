@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -140,6 +141,52 @@ async def test_agent_timeout_bounds_only_tasks_without_a_deadline(
         assert reply.error is not None
         assert reply.error.code == "deadline_exceeded"
         assert time.monotonic() - started < 3
+
+
+class SwallowsOnce(Agent[Any]):
+    """Sleeps as long as its input says; the first time its deadline cancels it, it swallows
+    the cancellation and answers anyway (a badly written agent)."""
+
+    name = "swallows_once"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.swallowed = False
+        self.entered = anyio.Event()
+
+    async def execute(self, task: Task, ctx: Context) -> Any:
+        self.entered.set()
+        try:
+            await asyncio.sleep(float(task.input))
+        except asyncio.CancelledError:
+            if self.swallowed:
+                raise
+            self.swallowed = True
+        return "answered anyway"
+
+
+async def test_an_agent_swallowing_its_cancellation_does_not_cost_the_next_task_its_reply(
+    make_runtime: MakeRuntime,
+) -> None:
+    """With one slot, the second task runs after the first in the same host task: the cancel
+    request the first left behind must not be taken for a shutdown in the second."""
+    agent = SwallowsOnce()
+    rt = make_runtime()
+    rt.register(agent, max_concurrency=1)
+    replies: dict[str, Reply] = {}
+
+    async def call(key: str, timeout: float) -> None:
+        replies[key] = await rt.request("swallows_once", 30, timeout=timeout)
+
+    async with rt:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(call, "first", 0.2)
+                await agent.entered.wait()
+                group.start_soon(call, "second", 0.6)
+    assert replies["first"].output == "answered anyway"
+    assert replies["second"].error is not None
+    assert replies["second"].error.code == "deadline_exceeded"
 
 
 @pytest.mark.parametrize("what", [None, "huge"])
