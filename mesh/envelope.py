@@ -6,7 +6,7 @@ peer may send more), and inside a process models are passed along, never re-vali
 
 from __future__ import annotations
 
-import secrets
+import os
 import time
 from typing import Any, Literal
 
@@ -28,8 +28,25 @@ __all__ = [
 
 
 def new_id() -> str:
-    """A fresh task id: 24 hex characters, unique enough across the mesh."""
-    return secrets.token_hex(12)
+    """A fresh task id: 24 hex characters from the OS's random source, unguessable and unique
+    enough across the mesh."""
+    try:
+        return _ids.pop()
+    except IndexError:
+        block = os.urandom(_ID_BYTES * _IDS_PER_READ).hex()
+        step = 2 * _ID_BYTES
+        _ids.extend(block[i : i + step] for i in range(step, len(block), step))
+        return block[:step]
+
+
+_ID_BYTES = 12
+_IDS_PER_READ = 256
+_ids: list[str] = []
+"""Ids read ahead: one `os.urandom` per 256 tasks instead of one per task (a system call on
+every call's path). `list.pop` is atomic, so no two threads get the same id, and a forked
+child starts without its parent's."""
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_ids.clear)
 
 
 class Usage(BaseModel):
