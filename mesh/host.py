@@ -2,8 +2,8 @@
 
 Per message: decode and validate once, check the deadline, run the agent in an asyncio task
 (at most ``max_concurrency`` at once; above it messages wait, nothing is dropped, and each
-finishing task goes on to the next waiting message), and answer in the request's encoding. Any bad message gets a structured error reply, and the host
-goes on serving.
+finishing task goes on to the next waiting message), and answer in the request's encoding.
+Any bad message gets a structured error reply, and the host goes on serving.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import anyio.abc
 from pydantic import BaseModel
 
 from mesh._sending import REPLY_GRACE, Sender
-from mesh.bus import Bus, Message, NatsAuth, NatsBus, Subscription, open_bus
+from mesh.bus import Bus, InMemoryBus, Message, NatsAuth, NatsBus, Subscription, open_bus
 from mesh.bus.jetstream import JetStream
 from mesh.bus.kv import InMemoryKeyValue, KeyValueStore, NatsKeyValue
 from mesh.claim_check import ClaimCheck
@@ -185,6 +185,7 @@ class Runtime:
         self._cancelled_early: OrderedDict[str, None] = OrderedDict()
         self._responders: list[ServiceResponder] = []
         self._bus: Bus | None = None
+        self._memory_bus: InMemoryBus | None = None  # the bus again, when in memory
         self._stack: AsyncExitStack | None = None
         self._background: anyio.CancelScope | None = None
 
@@ -393,6 +394,7 @@ class Runtime:
                     replicas=self._durable.replicas,
                 )
             else:
+                self._memory_bus = self._bus if isinstance(self._bus, InMemoryBus) else None
                 store = InMemoryKeyValue(ttl=self._durable.results_ttl)
             self._ledger = Ledger(store, instance=self.instance, lease=self._durable.ack_wait)
             group = await stack.enter_async_context(anyio.create_task_group())
@@ -446,7 +448,7 @@ class Runtime:
             self._hosts.clear()
             self._responders.clear()
             self._workers.clear()
-            self._bus = None
+            self._bus = self._memory_bus = None
             self._ledger = None
             self.jetstream = None
             self.claims = None
@@ -777,7 +779,10 @@ class Runtime:
             record = TaskRecord(**fields)
             for listener in self.task_listeners:
                 listener(record)
-        self._task_records.add(fields)
+        memory = self._memory_bus
+        if memory is None or memory.has_interest(TELEMETRY_TASK):
+            # In memory, a batch no subscriber in this process would get is not even written.
+            self._task_records.add(fields)
 
     async def publish_telemetry(self, subject: str, record: BaseModel | bytes) -> None:
         """Publish a telemetry record, or one written already (fire-and-forget: a failure is

@@ -14,8 +14,8 @@ import pytest
 from agents.echo import EchoAgent
 from agents.upper import UpperAgent
 from mesh.agent import Agent
-from mesh.bus import Message, NatsBus
-from mesh.codec import decode_reply
+from mesh.bus import InMemoryBus, Message, NatsBus
+from mesh.codec import decode, decode_reply
 from mesh.config import MeshConfig
 from mesh.context import Context
 from mesh.envelope import Event, Reply, Task, Usage
@@ -30,7 +30,8 @@ from mesh.errors import (
     UnknownAgentError,
 )
 from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
-from mesh.subjects import task_subject
+from mesh.subjects import TELEMETRY_TASK, task_subject
+from mesh.telemetry import TaskRecords
 from tests.nodes import run_node
 from tests.support import (
     FailAgent,
@@ -371,6 +372,26 @@ async def test_stop_answers_tasks_in_flight(make_runtime: MakeRuntime) -> None:
                 for host in server.hosts:
                     await host.stop()
     assert replies[0].output == {"input": "in flight", "peak": 1}
+
+
+async def test_in_memory_task_records_are_written_only_while_something_listens() -> None:
+    rt = LocalRuntime()
+    rt.register(EchoAgent())
+    heard: list[Message] = []
+
+    async def hear(message: Message) -> None:
+        heard.append(message)
+
+    async with rt:
+        assert isinstance(rt.bus, InMemoryBus)
+        assert not rt.bus.has_interest(TELEMETRY_TASK)
+        await rt.call("echo", "unheard")
+        await rt.bus.subscribe(TELEMETRY_TASK, hear)
+        assert rt.bus.has_interest(TELEMETRY_TASK)
+        reply = await rt.request("echo", "heard")
+    # Stopping publishes the last batch, then drains the bus: the subscriber has it.
+    records = [record for m in heard for record in decode(m.data, TaskRecords, None).records]
+    assert [record.task_id for record in records] == [reply.id]
 
 
 async def test_unknown_agent_on_a_known_mesh(make_runtime: MakeRuntime) -> None:

@@ -254,6 +254,11 @@ class InMemoryBus:
             member = members[0] if len(members) == 1 else self._random.choice(members)
             member.put(message)
 
+    def has_interest(self, subject: str) -> bool:
+        """Whether a message published on ``subject`` now would reach a subscriber (so that
+        what nobody listens to, such as telemetry, need not be written at all)."""
+        return bool(self._interest_in(subject))
+
     def _interest_in(self, subject: str) -> _Interest:
         interest = self._interest.get(subject)
         if interest is not None:
