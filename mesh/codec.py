@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgpack
 from pydantic import BaseModel, ValidationError
@@ -198,7 +198,9 @@ def _decode(data: bytes, encoding: Encoding, model: type[ModelT]) -> ModelT:
     if not isinstance(obj, dict):
         raise BadSchemaError(f"a {kind} must be a map, not {type(obj).__name__}")
     try:
-        return model.model_validate(obj)
+        # The model's validator itself: `model_validate` is the same call behind a Python
+        # wrapper that costs a third as much again, on every message.
+        return cast(ModelT, model.__pydantic_validator__.validate_python(obj))
     except ValidationError as exc:
         raise _bad_schema(kind, exc) from exc
 
