@@ -20,8 +20,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check mesh agents patterns tests bench examples
 	$(VENV)/bin/mypy mesh agents patterns
 
+# One worker per core, each taking whole files (their module fixtures start servers once).
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest --numprocesses=auto --dist=loadfile
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
