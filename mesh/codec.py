@@ -200,7 +200,7 @@ def _decode(data: bytes, encoding: Encoding, model: type[ModelT]) -> ModelT:
     try:
         # The model's validator itself: `model_validate` is the same call behind a Python
         # wrapper that costs a third as much again, on every message.
-        return cast(ModelT, model.__pydantic_validator__.validate_python(obj))
+        return cast("ModelT", model.__pydantic_validator__.validate_python(obj))
     except ValidationError as exc:
         raise _bad_schema(kind, exc) from exc
 
