@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,7 +24,20 @@ __all__ = [
     "Task",
     "Usage",
     "new_id",
+    "validated",
 ]
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validated(model: type[ModelT], fields: dict[str, Any]) -> ModelT:
+    """``model(**fields)``: the same validation, without the constructor's Python wrapper,
+    which costs a small model a third again (for the envelopes made on every call's path).
+
+    Raises:
+        pydantic.ValidationError: ``fields`` do not make a ``model``.
+    """
+    return cast("ModelT", model.__pydantic_validator__.validate_python(fields))
 
 
 def new_id() -> str:

@@ -23,7 +23,7 @@ from mesh.bus import Headers, Message, Subscription
 from mesh.claim_check import CLAIM_HEADER
 from mesh.codec import Encoding, decode_task, sniff
 from mesh.context import Context
-from mesh.envelope import ErrorInfo, Reply, Task
+from mesh.envelope import ErrorInfo, Reply, Task, validated
 from mesh.errors import (
     AgentError,
     BadSchemaError,
@@ -510,14 +510,15 @@ class AgentHost:
             **self._meta,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
-        return Reply(
-            id=task.id,
-            correlation_id=task.correlation_id,
-            output=output,
-            error=error,
-            usage=ctx.usage,
-            meta=meta,
-        )
+        fields = {
+            "id": task.id,
+            "correlation_id": task.correlation_id,
+            "output": output,
+            "error": error,
+            "usage": ctx.usage,
+            "meta": meta,
+        }
+        return validated(Reply, fields)
 
     async def _execute(self, task: Task, ctx: Context, allowed: float) -> Any:
         """Run the agent until it answers, its deadline passes, or its caller cancels it.

@@ -31,7 +31,7 @@ from mesh.context import Context, EventHandler
 from mesh.delivery import AgentDelivery, Delivery, DurableSettings, RetryPolicy
 from mesh.discovery import ServiceResponder
 from mesh.durable import DurableWorker
-from mesh.envelope import Budget, Event, Reply, StreamRequest, Task
+from mesh.envelope import Budget, Event, Reply, StreamRequest, Task, validated
 from mesh.errors import (
     DeadlineExceededError,
     MeshError,
@@ -602,12 +602,15 @@ class Runtime:
 
     def _task(self, input: Any, context: dict[str, Any] | None, **fields: Any) -> Task:
         """A top-level task from this runtime (its sender and the start of its path)."""
-        return Task(
-            input=input,
-            sender=self.name,
-            context=dict(context or {}),
-            path=[self.name],
-            **fields,
+        return validated(
+            Task,
+            {
+                "input": input,
+                "sender": self.name,
+                "context": dict(context or {}),
+                "path": [self.name],
+                **fields,
+            },
         )
 
     def _stamp_deadline(self, task: Task, timeout: float | None, deadline: float | None) -> float:
