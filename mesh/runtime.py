@@ -185,7 +185,6 @@ class Runtime:
         self._cancelled_early: OrderedDict[str, None] = OrderedDict()
         self._responders: list[ServiceResponder] = []
         self._bus: Bus | None = None
-        self._memory_bus: InMemoryBus | None = None  # the bus again, when in memory
         self._stack: AsyncExitStack | None = None
         self._background: anyio.CancelScope | None = None
 
@@ -394,7 +393,6 @@ class Runtime:
                     replicas=self._durable.replicas,
                 )
             else:
-                self._memory_bus = self._bus if isinstance(self._bus, InMemoryBus) else None
                 store = InMemoryKeyValue(ttl=self._durable.results_ttl)
             self._ledger = Ledger(store, instance=self.instance, lease=self._durable.ack_wait)
             group = await stack.enter_async_context(anyio.create_task_group())
@@ -448,7 +446,7 @@ class Runtime:
             self._hosts.clear()
             self._responders.clear()
             self._workers.clear()
-            self._bus = self._memory_bus = None
+            self._bus = None
             self._ledger = None
             self.jetstream = None
             self.claims = None
@@ -782,8 +780,8 @@ class Runtime:
             record = TaskRecord(**fields)
             for listener in self.task_listeners:
                 listener(record)
-        memory = self._memory_bus
-        if memory is None or memory.has_interest(TELEMETRY_TASK):
+        bus = self._bus
+        if not isinstance(bus, InMemoryBus) or bus.has_interest(TELEMETRY_TASK):
             # In memory, a batch no subscriber in this process would get is not even written.
             self._task_records.add(fields)
 
