@@ -30,11 +30,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from mesh._prometheus import LabelGuard, number
+from mesh.telemetry import SECONDS
 
 __all__ = ["PATTERN_FIGURES", "Figures", "PatternFigureMetrics"]
 
-SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-"""Histogram buckets for durations, in seconds."""
 SPEEDUP = (0.5, 1, 1.25, 1.5, 2, 3, 4, 6, 8, 12, 16)
 SHARE = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 COUNT = (0, 1, 2, 3, 4, 5, 7, 10, 15, 20, 30)

@@ -7,20 +7,23 @@ few figure values) and `LabelGuard` caps them anyway.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import threading
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from mesh._pattern_figures import SECONDS, PatternFigureMetrics
+from mesh._pattern_figures import PatternFigureMetrics
 from mesh._prometheus import LabelGuard, number
 from mesh.llm.instrument import LLMCall
-from mesh.telemetry import PatternRun, TaskRecord
+from mesh.task_stats import Buckets, TaskStats, TaskStatsDeltas
+from mesh.telemetry import SECONDS, PatternRun
 
-__all__ = ["MalformedRecordError", "TelemetryMetrics"]
+__all__ = ["MalformedRecordError", "TaskMetrics", "TelemetryMetrics"]
 
-
-_CHILDREN_KEPT = 10_000
-"""(agent, outcome) pairs whose metric children are kept at hand, at most."""
+_LE = [*(repr(float(bound)) for bound in SECONDS), "+Inf"]
+"""The ``le`` label of each bucket, as `prometheus_client` writes it."""
 
 
 class MalformedRecordError(ValueError):
@@ -87,14 +90,9 @@ class TelemetryMetrics:
         self.llm_ttft = histogram(
             "mesh_llm_time_to_first_token_seconds", "Streamed calls.", "model", buckets=SECONDS
         )
-        self.tasks = counter("mesh_tasks_total", "Tasks answered.", "agent", "outcome")
-        self.task_duration = histogram(
-            "mesh_task_duration_seconds", "Decode to reply.", "agent", buckets=SECONDS
-        )
-        self.task_queue = histogram(
-            "mesh_task_queue_seconds", "Waiting for a concurrency slot.", "agent", buckets=SECONDS
-        )
-        self._task_children: dict[tuple[str, str], tuple[Counter, Histogram, Histogram]] = {}
+        self.tasks = TaskMetrics(self.label)
+        """Tasks answered and their latency, by agent."""
+        registry.register(self.tasks)
         self.runs = counter(
             "mesh_pattern_runs_total", "Pattern runs.", "pattern", "agent", "outcome"
         )
@@ -143,45 +141,16 @@ class TelemetryMetrics:
             if call.ttft_ms is not None:
                 self.llm_ttft.labels(model).observe(amounts["ttft"] / 1000)
 
-    def observe_tasks(self, records: Sequence[TaskRecord]) -> list[MalformedRecordError]:
-        """Count the tasks hosts answered (one per task in the mesh: the sidecar's busiest
-        path). Each agent and outcome's children are looked up once, not per record, and each
-        counter is added to once per batch; durations are observed one by one.
+    def observe_tasks(self, stats: TaskStats) -> int:
+        """Count what a runtime's task totals add to its previous ones.
 
         Returns:
-            Why each record with a negative or non-finite duration was skipped.
-        """
-        counts: dict[tuple[str, str], int] = {}
-        skipped: list[MalformedRecordError] = []
-        for record in records:
-            took, waited = number(record.duration_ms), number(record.queue_ms)
-            if took is None or waited is None:
-                bad = "duration" if took is None else "queue"
-                skipped.append(MalformedRecordError(f"not a non-negative number: {bad}"))
-                continue
-            key = (record.agent, record.outcome)
-            _, duration, queue = self._children(key)
-            duration.observe(took / 1000)
-            queue.observe(waited / 1000)
-            counts[key] = counts.get(key, 0) + 1
-        for key, count in counts.items():
-            self._children(key)[0].inc(count)
-        return skipped
+            How many tasks they add.
 
-    def _children(self, key: tuple[str, str]) -> tuple[Counter, Histogram, Histogram]:
-        """The task counter, duration and queue histograms of (agent, outcome)."""
-        children = self._task_children.get(key)
-        if children is None:
-            agent_name, outcome = key
-            agent = self.label("agent", agent_name)
-            children = (
-                self.tasks.labels(agent, self.label("outcome", outcome)),
-                self.task_duration.labels(agent),
-                self.task_queue.labels(agent),
-            )
-            if len(self._task_children) < _CHILDREN_KEPT:
-                self._task_children[key] = children
-        return children
+        Raises:
+            UnexpectedStatsError: Totals that cannot follow the instance's previous ones.
+        """
+        return self.tasks.add(stats)
 
     def observe_pattern(self, run: PatternRun) -> int:
         """Count one pattern run: runs, duration, calls, tokens and cost, then the figures of
@@ -211,3 +180,88 @@ class TelemetryMetrics:
         else:
             self.run_cost.labels(pattern, agent).inc(amounts["cost"])
         return self.figures.observe(run.pattern, pattern, agent, run.figures)
+
+
+class TaskMetrics:
+    """``mesh_tasks_total{agent,outcome}``, ``mesh_task_duration_seconds{agent}`` and
+    ``mesh_task_queue_seconds{agent}``, summed over every host's totals (`TaskStats`).
+
+    A `prometheus_client` custom collector: hosts send histograms already bucketed, which a
+    `prometheus_client.Histogram` cannot take (it observes one value at a time). Register it
+    in a registry; `collect` runs on the HTTP server's thread.
+
+    Args:
+        label: Keeps the agent and outcome label values few.
+    """
+
+    def __init__(self, label: LabelGuard) -> None:
+        self._label = label
+        self._deltas = TaskStatsDeltas()
+        self._lock = threading.Lock()
+        self._tasks: dict[tuple[str, str], int] = {}
+        self._duration: dict[str, tuple[list[int], float]] = {}
+        self._queue: dict[str, tuple[list[int], float]] = {}
+
+    def add(self, stats: TaskStats) -> int:
+        """Add what ``stats`` adds to its instance's previous totals.
+
+        Returns:
+            How many tasks that is.
+
+        Raises:
+            UnexpectedStatsError: Totals that cannot follow the instance's previous ones.
+        """
+        added = 0
+        deltas = self._deltas(stats)
+        with self._lock:
+            for name, delta in deltas.items():
+                agent = self._label("agent", name)
+                for outcome, count in delta.outcomes.items():
+                    key = (agent, self._label("outcome", outcome))
+                    self._tasks[key] = self._tasks.get(key, 0) + count
+                    added += count
+                _add(self._duration, agent, delta.duration)
+                _add(self._queue, agent, delta.queue)
+        return added
+
+    def describe(self) -> list[Metric]:
+        """The families, without samples (the registry checks names with it)."""
+        return list(self._families({}, {}, {}))
+
+    def collect(self) -> Iterator[Metric]:
+        """The families, with every agent's samples as they are now."""
+        with self._lock:
+            tasks = dict(self._tasks)
+            duration = {agent: (list(c), s) for agent, (c, s) in self._duration.items()}
+            queue = {agent: (list(c), s) for agent, (c, s) in self._queue.items()}
+        return self._families(tasks, duration, queue)
+
+    @staticmethod
+    def _families(
+        tasks: dict[tuple[str, str], int],
+        duration: dict[str, tuple[list[int], float]],
+        queue: dict[str, tuple[list[int], float]],
+    ) -> Iterator[Metric]:
+        answered = CounterMetricFamily(
+            "mesh_tasks_total", "Tasks answered.", labels=["agent", "outcome"]
+        )
+        for labels, count in tasks.items():
+            answered.add_metric(labels, count)
+        yield answered
+        for name, doc, histograms in (
+            ("mesh_task_duration_seconds", "Decode to reply.", duration),
+            ("mesh_task_queue_seconds", "Waiting for a concurrency slot.", queue),
+        ):
+            family = HistogramMetricFamily(name, doc, labels=["agent"])
+            for agent, (counts, total) in histograms.items():
+                buckets = list(zip(_LE, itertools.accumulate(counts), strict=True))
+                family.add_metric([agent], buckets, sum_value=total)
+            yield family
+
+
+def _add(histograms: dict[str, tuple[list[int], float]], agent: str, delta: Buckets) -> None:
+    counts, total = histograms.get(agent) or ([0] * len(delta.counts), 0.0)
+    histograms[agent] = (
+        [a + b for a, b in zip(counts, delta.counts, strict=True)],
+        total + delta.sum,
+    )

@@ -324,24 +324,11 @@ class AgentHost:
                 self._idle.set()
 
     def _record(self, reply: Reply, arrived: int, started: int, turn: Turn | None) -> None:
-        """Count a task answered, and hand its `TaskRecord` to the runtime."""
+        """Count a task answered, here and in the runtime's task totals."""
         elapsed = time.perf_counter_ns() - started
         self._count(reply, elapsed)
-        # A `TaskRecord`'s fields, as plain values: a model is built only for listeners.
-        self._runtime.record_task(
-            {
-                "agent": self.agent.name,
-                "instance": self._runtime.instance,
-                "task_id": reply.id,
-                "correlation_id": reply.correlation_id,
-                "outcome": "ok" if reply.error is None else reply.error.code,
-                "duration_ms": elapsed / 1e6,
-                "queue_ms": (started - arrived) / 1e6,
-                "replayed": bool(reply.meta.get("replayed")),
-                "delivery": None if turn is None else turn.number,
-                "time": time.time(),
-            }
-        )
+        delivery = None if turn is None else turn.number
+        self._runtime.record_task(self.agent.name, reply, elapsed, started - arrived, delivery)
 
     def _writer(
         self, task: Task, message: Message, encoding: Encoding, turn: Turn | None

@@ -20,9 +20,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from mesh._pattern_figures import SECONDS
 from mesh._prometheus import LabelGuard, MetricsServer, number
-from mesh.telemetry import TaskRecord
+from mesh.telemetry import SECONDS, TaskRecord
 
 __all__ = ["DEFAULT_NODE_METRICS_PORT", "MetricsServer", "NodeMetrics"]
 

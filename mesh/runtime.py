@@ -51,7 +51,8 @@ from mesh.subjects import (
     event_subject,
     validate_agent_name,
 )
-from mesh.telemetry import TaskRecord, TaskRecordBatcher
+from mesh.task_stats import TaskTally
+from mesh.telemetry import TaskRecord
 from mesh.tracing import Tracing
 
 if TYPE_CHECKING:
@@ -160,10 +161,11 @@ class Runtime:
         self.tracing = tracing or Tracing(None)
         """Spans of the tasks hosted, the calls sent, the patterns and the model calls."""
         self.task_listeners: list[Callable[[TaskRecord], None]] = []
-        """Called with the record of every task a hosted agent answered, before it is
-        published on ``mesh.telemetry.task`` (e.g. a node's own metrics); must not block."""
-        self._task_records = TaskRecordBatcher(
-            functools.partial(self.publish_telemetry, TELEMETRY_TASK)
+        """Called with the record of every task a hosted agent answered, as it is counted in
+        the totals published on ``mesh.telemetry.task`` (e.g. a node's own metrics); must not
+        block."""
+        self._task_tally = TaskTally(
+            functools.partial(self.publish_telemetry, TELEMETRY_TASK), self.instance
         )
         self._retry = retry or RetryPolicy()
         self._durable = durable or DurableSettings()
@@ -438,7 +440,7 @@ class Runtime:
                     await host.close()
             if self._background is not None:
                 self._background.cancel()
-            await self._task_records.flush()
+            await self._task_tally.flush()
             await self.bus.drain()
             await anyio.to_thread.run_sync(self.tracing.flush)
         finally:
@@ -773,17 +775,52 @@ class Runtime:
 
     # -- events and telemetry ------------------------------------------------------------------
 
-    def record_task(self, fields: dict[str, Any]) -> None:
-        """Hand the record of a task a hosted agent answered (a `TaskRecord`'s fields) to the
-        `task_listeners`, and to the next batch on ``mesh.telemetry.task``."""
+    def record_task(
+        self, agent: str, reply: Reply, took: int, waited: int, delivery: int | None = None
+    ) -> None:
+        """Count a task a hosted agent answered: in the totals published on
+        ``mesh.telemetry.task`` (`TaskTally`), and to the `task_listeners` as a `TaskRecord`.
+
+        Args:
+            agent: The agent that answered it.
+            reply: Its reply.
+            took: Nanoseconds from decoding it to its reply being ready.
+            waited: Nanoseconds it waited for a slot.
+            delivery: Which JetStream delivery of a durable task it was.
+        """
+        error = reply.error
+        outcome = "ok" if error is None else error.code
+        fields: Callable[[], dict[str, Any]] | None = None
+        if error is not None or self.task_listeners:  # a failure goes out whole
+            fields = functools.partial(
+                dict,
+                agent=agent,
+                instance=self.instance,
+                task_id=reply.id,
+                correlation_id=reply.correlation_id,
+                outcome=outcome,
+                duration_ms=took / 1e6,
+                queue_ms=waited / 1e6,
+                replayed=bool(reply.meta.get("replayed")),
+                delivery=delivery,
+                time=time.time(),
+            )
         if self.task_listeners:
-            record = TaskRecord(**fields)
+            assert fields is not None
+            record = TaskRecord(**fields())
             for listener in self.task_listeners:
                 listener(record)
         bus = self._bus
         if not isinstance(bus, InMemoryBus) or bus.has_interest(TELEMETRY_TASK):
-            # In memory, a batch no subscriber in this process would get is not even written.
-            self._task_records.add(fields)
+            # In memory, totals no subscriber in this process would get are not even kept.
+            self._task_tally.add(
+                agent,
+                outcome,
+                took / 1e9,
+                waited / 1e9,
+                replayed=bool(reply.meta.get("replayed")),
+                failure=None if error is None else fields,
+            )
 
     async def publish_telemetry(self, subject: str, record: BaseModel | bytes) -> None:
         """Publish a telemetry record, or one written already (fire-and-forget: a failure is

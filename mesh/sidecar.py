@@ -37,7 +37,8 @@ from mesh.config import ConfigError, load_config
 from mesh.errors import MeshError
 from mesh.llm.instrument import LLMCall
 from mesh.subjects import TELEMETRY_LLM, TELEMETRY_PATTERN, TELEMETRY_TASK
-from mesh.telemetry import PatternRun, TaskRecord, TaskRecords
+from mesh.task_stats import TaskStats, UnexpectedStatsError
+from mesh.telemetry import PatternRun
 
 __all__ = ["DEFAULT_PORT", "READY", "Sidecar", "main", "run_sidecar"]
 
@@ -49,7 +50,7 @@ READY = "mesh.sidecar ready"
 """The line printed on stdout once the sidecar serves and is subscribed."""
 _KINDS: Mapping[str, tuple[str, type[BaseModel]]] = {
     TELEMETRY_LLM: ("llm", LLMCall),
-    TELEMETRY_TASK: ("task", TaskRecords),
+    TELEMETRY_TASK: ("task", TaskStats),
     TELEMETRY_PATTERN: ("pattern", PatternRun),
 }
 _RETRY_MAX = 10.0  # seconds between first-connect attempts, at most
@@ -70,7 +71,10 @@ class Sidecar:
         """The mesh-wide families, fed by `receive`."""
         registry = self.metrics.registry
         self._events = Counter(
-            "mesh_sidecar_events_total", "Telemetry records counted.", ["kind"], registry=registry
+            "mesh_sidecar_events_total",
+            "Telemetry records counted (tasks, for task totals).",
+            ["kind"],
+            registry=registry,
         )
         self._malformed = Counter(
             "mesh_sidecar_malformed_events_total",
@@ -93,7 +97,8 @@ class Sidecar:
 
     @property
     def received(self) -> int:
-        """Telemetry records received so far (each of a batch), and malformed messages."""
+        """Telemetry records counted so far (a task each, for task totals), and messages
+        skipped as malformed."""
         return self._seen
 
     async def attach(self, bus: Bus) -> None:
@@ -128,9 +133,8 @@ class Sidecar:
             _log.debug("skipped a malformed %s record: %s", kind, exc)
             self._seen += 1
         else:
-            if isinstance(body, TaskRecords):
-                self._count_tasks(kind, body.records)
-                self._seen += len(body.records)
+            if isinstance(body, TaskStats):
+                self._seen += self._count_tasks(kind, body)
             else:
                 self._count(kind, body)
                 self._seen += 1
@@ -148,15 +152,18 @@ class Sidecar:
             if bad_figures:  # counted, but some figure was skipped: count the record once
                 self._malformed.labels(kind, "bad_figure").inc()
 
-    def _count_tasks(self, kind: str, records: list[TaskRecord]) -> None:
-        """A batch of task records, counted as `_count` counts one, a counter added to once."""
-        skipped = self.metrics.observe_tasks(records)
-        for exc in skipped:
-            _log.debug("skipped a %s record with impossible values: %s", kind, exc)
-        if skipped:
-            self._malformed.labels(kind, "bad_value").inc(len(skipped))
-        if len(records) > len(skipped):
-            self._events.labels(kind).inc(len(records) - len(skipped))
+    def _count_tasks(self, kind: str, stats: TaskStats) -> int:
+        """A host's task totals: what they add is counted (returns how many tasks, or 1 for
+        totals skipped as impossible)."""
+        try:
+            added = self.metrics.observe_tasks(stats)
+        except UnexpectedStatsError as exc:
+            self._malformed.labels(kind, "bad_value").inc()
+            _log.debug("skipped the task totals of %s: %s", stats.instance, exc)
+            return 1
+        if added:
+            self._events.labels(kind).inc(added)
+        return added
 
     def _observe(self, record: BaseModel) -> int:
         if isinstance(record, LLMCall):

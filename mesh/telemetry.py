@@ -1,30 +1,27 @@
-"""Telemetry records: hosts publish a `TaskRecord` per task handled, in batches (`TaskRecords`
-on ``mesh.telemetry.task``, written by a `TaskRecordBatcher`), and coordinators one
-`PatternRun` per execution (``mesh.telemetry.pattern``).
+"""Telemetry records: a `TaskRecord` per task a host handled (to the runtime's task listeners,
+and on ``mesh.telemetry.task`` for the failed ones, with the totals of `mesh.task_stats`), and
+coordinators publish one `PatternRun` per execution (``mesh.telemetry.pattern``).
 
 Model calls have their own record, `mesh.llm.instrument.LLMCall`, on ``mesh.telemetry.llm``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import msgpack
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "SECONDS",
     "PatternRun",
     "TaskRecord",
-    "TaskRecordBatcher",
-    "TaskRecords",
     "describe_pattern_run",
 ]
 
-_log = logging.getLogger("mesh.telemetry")
+SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+"""Histogram buckets for durations, in seconds (model calls, tasks, pattern runs)."""
 
 
 class TaskRecord(BaseModel):
@@ -51,75 +48,6 @@ class TaskRecord(BaseModel):
     """Which JetStream delivery of a durable task this was (1 for the first)."""
     time: float = Field(default_factory=time.time)
     """When it ended, Unix time in seconds."""
-
-
-class TaskRecords(BaseModel):
-    """The body of a ``mesh.telemetry.task`` message: the records of one host process since
-    its previous message (a message per task would cost a node a second publish per task)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    records: list[TaskRecord]
-
-
-class TaskRecordBatcher:
-    """Collects task records and publishes them as `TaskRecords` (msgpack): ``interval``
-    seconds after the first record of a batch, or at once when ``max_records`` are waiting.
-    Nothing is published, and no timer runs, while no task is handled.
-
-    The records are a `TaskRecord`'s fields as plain values, written as they are: a task's
-    path builds no model for them.
-
-    Args:
-        publish: Publishes one written batch; failures are its own business (fire-and-forget).
-        interval: Seconds a record may wait for its batch.
-        max_records: Records in one message, at most.
-    """
-
-    def __init__(
-        self,
-        publish: Callable[[bytes], Coroutine[Any, Any, None]],
-        *,
-        interval: float = 0.25,
-        max_records: int = 256,
-    ) -> None:
-        self._publish = publish
-        self._interval = interval
-        self._max_records = max_records
-        self._waiting: list[dict[str, Any]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._sending: set[asyncio.Task[None]] = set()
-
-    def add(self, fields: dict[str, Any]) -> None:
-        """Queue a record (a `TaskRecord`'s fields) for the next batch; on the event loop."""
-        self._waiting.append(fields)
-        if len(self._waiting) >= self._max_records:
-            self._send()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._interval, self._send)
-
-    def _send(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._waiting:
-            return
-        batch = msgpack.packb({"records": self._waiting})
-        self._waiting = []
-        sending = asyncio.create_task(self._publish(batch))
-        self._sending.add(sending)
-        sending.add_done_callback(self._sent)
-
-    def _sent(self, sending: asyncio.Task[None]) -> None:
-        self._sending.discard(sending)
-        if not sending.cancelled() and sending.exception() is not None:
-            _log.debug("task records dropped: %s", sending.exception())
-
-    async def flush(self) -> None:
-        """Publish what is waiting now, and wait until every batch has been handed over."""
-        self._send()
-        while self._sending:
-            await asyncio.wait(list(self._sending))
 
 
 class PatternRun(BaseModel):

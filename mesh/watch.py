@@ -1,11 +1,12 @@
 """``mesh watch`` and ``mesh cost``: the mesh's telemetry as a person reads it.
 
 ``mesh watch`` prints a line per telemetry record as it flies by (model calls with tokens and
-cost, tasks with their outcome and latency, pattern runs with their main figures), and a
-summary when it stops. Once subscribed it says so on stderr, in one line (``watching
-mesh.telemetry.llm, ... on nats://... (Ctrl-C to stop)``): a script may wait for that line
-before it makes the traffic it wants to see. ``mesh cost`` reads the sidecar's ``/metrics``
-and prints the cost table by agent and model, and by pattern.
+cost, pattern runs with their main figures; tasks as each host publishes its totals: a line per
+agent with the tasks it answered since, by outcome, and their mean latency, then a line per
+failed task), and a summary when it stops. Once subscribed it says so on stderr, in one line
+(``watching mesh.telemetry.llm, ... on nats://... (Ctrl-C to stop)``): a script may wait for
+that line before it makes the traffic it wants to see. ``mesh cost`` reads the sidecar's
+``/metrics`` and prints the cost table by agent and model, and by pattern.
 
 Examples::
 
@@ -37,7 +38,8 @@ from mesh.config import ConfigError, load_config
 from mesh.errors import MeshError
 from mesh.llm.instrument import LLMCall
 from mesh.subjects import TELEMETRY_LLM, TELEMETRY_PATTERN, TELEMETRY_TASK
-from mesh.telemetry import PatternRun, TaskRecord, TaskRecords
+from mesh.task_stats import AgentTaskStats, TaskStats, TaskStatsDeltas, UnexpectedStatsError
+from mesh.telemetry import PatternRun, TaskRecord
 
 __all__ = [
     "DEFAULT_SIDECAR_URL",
@@ -46,6 +48,7 @@ __all__ = [
     "cost_main",
     "fetch_cost",
     "format_event",
+    "format_tasks",
     "watch",
     "watch_bus",
     "watch_main",
@@ -53,10 +56,10 @@ __all__ = [
 
 KINDS: Mapping[str, tuple[str, type[BaseModel]]] = {
     "llm": (TELEMETRY_LLM, LLMCall),
-    "task": (TELEMETRY_TASK, TaskRecords),
+    "task": (TELEMETRY_TASK, TaskStats),
     "pattern": (TELEMETRY_PATTERN, PatternRun),
 }
-"""What ``mesh watch --kind`` takes: each kind's subject and message (tasks come in batches)."""
+"""What ``mesh watch --kind`` takes: each kind's subject and message (tasks come as totals)."""
 DEFAULT_SIDECAR_URL = "http://127.0.0.1:9464/metrics"
 """Where ``mesh cost`` reads unless told (or ``MESH_SIDECAR_URL``)."""
 _HIGHLIGHTS: Mapping[str, tuple[str, ...]] = {
@@ -86,17 +89,41 @@ def _value(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def format_event(record: LLMCall | TaskRecord | PatternRun) -> str:
-    """One watch line: local time, kind, who, and what the record says.
+def _stamp(when: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(when)) + f".{int(when * 1000) % 1000:03d}"
+
+
+def format_tasks(agent: str, added: AgentTaskStats, when: float) -> str:
+    """One watch line for the tasks an agent answered since its host's previous totals: how
+    many by outcome, and their mean duration and queue wait.
 
     Args:
-        record: A telemetry record.
+        agent: The agent.
+        added: What its host's totals added (`mesh.task_stats.TaskStatsDeltas`).
+        when: When the totals were read (Unix time).
 
     Returns:
         The line, without a newline.
     """
-    stamp = time.strftime("%H:%M:%S", time.localtime(record.time))
-    stamp += f".{int(record.time * 1000) % 1000:03d}"
+    answered = sum(added.outcomes.values())
+    outcomes = ", ".join(f"{count} {outcome}" for outcome, count in added.outcomes.items())
+    return (
+        f"{_stamp(when)} task    {agent:<14} {outcomes:<22} "
+        f"{added.duration.sum * 1000 / answered:>8.1f} ms  "
+        f"queued {added.queue.sum * 1000 / answered:.1f} ms (mean)"
+    )
+
+
+def format_event(record: LLMCall | TaskRecord | PatternRun) -> str:
+    """One watch line: local time, kind, who, and what the record says.
+
+    Args:
+        record: A telemetry record (for a task, one that failed).
+
+    Returns:
+        The line, without a newline.
+    """
+    stamp = _stamp(record.time)
     if isinstance(record, LLMCall):
         outcome = "ok" if record.ok else record.error_code or "failed"
         return (
@@ -129,16 +156,17 @@ class _Totals:
         self.tasks = self.failed = self.runs = self.malformed = 0
 
     def add(self, record: BaseModel) -> None:
-        if isinstance(record, LLMCall):
+        if isinstance(record, AgentTaskStats):
+            answered = sum(record.outcomes.values())
+            self.tasks += answered
+            self.failed += answered - record.outcomes.get("ok", 0)
+        elif isinstance(record, LLMCall):
             self.calls += 1
             self.tokens_in += record.input_tokens
             self.tokens_out += record.output_tokens
             self.cost += record.cost_usd or 0.0
             self.unpriced += record.cost_usd is None
-        elif isinstance(record, TaskRecord):
-            self.tasks += 1
-            self.failed += record.outcome != "ok"
-        else:
+        elif isinstance(record, PatternRun):
             self.runs += 1
 
     def __str__(self) -> str:
@@ -160,14 +188,14 @@ async def watch_bus(
     ready: anyio.Event | None = None,
     on_ready: Callable[[], object] | None = None,
 ) -> None:
-    """Print a line per telemetry record on ``bus`` until ``count`` records (or cancelled),
-    then a summary line.
+    """Print a line per telemetry record on ``bus`` until ``count`` lines (or cancelled), then
+    a summary line.
 
     Args:
         bus: Where to listen.
         out: Where to print.
         kinds: Which records (keys of `KINDS`).
-        count: Stop after this many records (malformed ones included); ``None``: never.
+        count: Stop after this many lines (malformed records included); ``None``: never.
         ready: Set once subscribed.
         on_ready: Called once subscribed, before any record is printed.
 
@@ -175,6 +203,7 @@ async def watch_bus(
         KeyError: An unknown kind.
     """
     totals = _Totals()
+    deltas = TaskStatsDeltas()
     seen = 0
     done = anyio.Event()
 
@@ -192,13 +221,28 @@ async def watch_bus(
             print(f"malformed record on {message.subject}: {exc.code.value}", file=out)
             counted()
             return
-        records = body.records if isinstance(body, TaskRecords) else [body]
-        for record in records:
+        lines: list[tuple[BaseModel | None, str]]
+        if isinstance(body, TaskStats):
+            try:
+                added = deltas(body)
+            except UnexpectedStatsError as exc:
+                totals.malformed += 1
+                print(f"skipped task totals on {message.subject}: {exc}", file=out)
+                counted()
+                return
+            lines = [
+                (tasks, format_tasks(agent, tasks, body.time)) for agent, tasks in added.items()
+            ]
+            lines += [(None, format_event(record)) for record in body.failed]
+        else:
+            assert isinstance(body, LLMCall | PatternRun)
+            lines = [(body, format_event(body))]
+        for record, line in lines:
             if done.is_set():
                 return
-            totals.add(record)
-            assert isinstance(record, LLMCall | TaskRecord | PatternRun)
-            print(format_event(record), file=out, flush=True)
+            if record is not None:
+                totals.add(record)
+            print(line, file=out, flush=True)
             counted()
 
     subscriptions = []

@@ -15,6 +15,7 @@ from mesh.bus import BusAuthError, Message, NatsAuth, NatsBus
 from mesh.bus._urls import redact_url, split_credentials
 from mesh.config import BusConfig, ConfigError, load_config
 from mesh.runtime import Runtime
+from mesh.task_stats import TaskStats
 from tests.auth_support import nats_with
 from tests.nodes import run_node
 
@@ -87,14 +88,14 @@ async def test_no_log_line_error_reply_or_telemetry_of_a_run_contains_the_secret
     config = tmp_path / "mesh.yaml"
     config.write_text(MESH)
     records: list[bytes] = []
-    counted = 0
+    answered: dict[str, int] = {}  # by runtime: each publishes its totals
     three = anyio.Event()
 
-    async def telemetry(message: Message) -> None:  # task records come in batches
-        nonlocal counted
+    async def telemetry(message: Message) -> None:
         records.append(message.data)
-        counted += len(msgpack.unpackb(message.data)["records"])
-        if counted >= 3:
+        totals = TaskStats.model_validate(msgpack.unpackb(message.data))
+        answered[totals.instance] = sum(map(totals.answered, totals.agents))
+        if sum(answered.values()) >= 3:
             three.set()
 
     with nats_with(SERVER, tmp_path) as url:

@@ -29,7 +29,8 @@ from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
 from mesh.server import NatsServerProcess
 from mesh.sidecar import READY, Sidecar, run_sidecar
 from mesh.subjects import TELEMETRY_LLM, TELEMETRY_PATTERN, TELEMETRY_TASK
-from mesh.telemetry import PatternRun, TaskRecord
+from mesh.task_stats import TaskStats
+from mesh.telemetry import SECONDS, PatternRun
 from patterns.parallel import ParallelConfig, ParallelPattern
 from patterns.router import RouterConfig, RouterPattern
 from tests.nodes import ROOT
@@ -223,7 +224,17 @@ def msgpack_of(record: Mapping[str, Any]) -> bytes:
 VALID = {"model": "openai:gpt-4o-mini", "provider": "openai", "agent": "a", "input_tokens": 7}
 
 
-TASK = {"agent": "echo", "instance": "i", "task_id": "t", "duration_ms": 1.0}
+def task_totals(instance: str = "i", **answered: int) -> dict[str, Any]:
+    """A host's `TaskStats`: each agent's tasks all ok, each 1 ms."""
+
+    def buckets(count: int) -> dict[str, Any]:
+        return {"counts": [count] + [0] * len(SECONDS), "sum": count / 1000}
+
+    agents = {
+        agent: {"outcomes": {"ok": count}, "duration": buckets(count), "queue": buckets(count)}
+        for agent, count in answered.items()
+    }
+    return {"instance": instance, "bounds": SECONDS, "agents": agents}
 
 
 async def test_malformed_records_are_counted_and_the_next_one_is_not_lost(bus: Bus) -> None:
@@ -235,7 +246,8 @@ async def test_malformed_records_are_counted_and_the_next_one_is_not_lost(bus: B
         (TELEMETRY_LLM, msgpack_of({"model": "m"})),  # no provider
         (TELEMETRY_LLM, json.dumps({**VALID, "input_tokens": -5}).encode()),
         (TELEMETRY_TASK, b"plain words"),
-        (TELEMETRY_TASK, msgpack_of({"records": [TASK, {**TASK, "duration_ms": -1.0}]})),
+        (TELEMETRY_TASK, msgpack_of({**task_totals(echo=1), "bounds": [1, 2]})),  # too few buckets
+        (TELEMETRY_TASK, msgpack_of({**task_totals("j", echo=1), "bounds": list(range(2, 30, 2))})),
         (TELEMETRY_PATTERN, msgpack_of({"pattern": "parallel", "agent": "p", "figures": 3})),
         (
             TELEMETRY_PATTERN,
@@ -251,8 +263,9 @@ async def test_malformed_records_are_counted_and_the_next_one_is_not_lost(bus: B
     for subject, data in bad:
         await bus.publish(subject, data)
     await bus.publish(TELEMETRY_LLM, json.dumps(VALID).encode())
+    await bus.publish(TELEMETRY_TASK, msgpack_of(task_totals(echo=1)))
     with anyio.fail_after(10):
-        await sidecar.wait_received(len(bad) + 2)  # a record each, the batch two, the valid one
+        await sidecar.wait_received(len(bad) + 2)  # a message each, the valid ones
     found = read_samples(_render(sidecar))
     await sidecar.detach()
     detached = read_samples(_render(sidecar))
@@ -261,14 +274,14 @@ async def test_malformed_records_are_counted_and_the_next_one_is_not_lost(bus: B
         labels(kind="llm", reason="invalid_json"): 1,
         labels(kind="llm", reason="bad_schema"): 1,
         labels(kind="llm", reason="bad_value"): 1,
-        labels(kind="task", reason="bad_schema"): 1,
-        labels(kind="task", reason="bad_value"): 1,
+        labels(kind="task", reason="bad_schema"): 2,
+        labels(kind="task", reason="bad_value"): 1,  # other buckets than the mesh's
         labels(kind="pattern", reason="bad_schema"): 1,
         labels(kind="pattern", reason="bad_figure"): 1,
     }
     assert found["mesh_sidecar_events_total"] == {
         labels(kind="llm"): 1,
-        labels(kind="task"): 1,  # the batch's valid record
+        labels(kind="task"): 1,  # the task the valid totals add
         labels(kind="pattern"): 1,
     }
     assert found["mesh_llm_tokens_total"] == {
@@ -553,13 +566,20 @@ def test_each_pattern_kinds_figures_become_its_metrics() -> None:
     assert found["mesh_pattern_rag_top_score_sum"] == {labels(agent="rag"): 0.5}
 
 
+def test_a_restarted_sidecar_counts_every_task_since_each_host_started() -> None:
+    before, after = Sidecar(), Sidecar()
+    assert before.metrics.observe_tasks(TaskStats.model_validate(task_totals(echo=2))) == 2
+    # It restarts: the host's next totals still hold the tasks the first one counted.
+    assert after.metrics.observe_tasks(TaskStats.model_validate(task_totals(echo=3))) == 3
+    assert read_samples(_render(after))["mesh_tasks_total"] == {
+        labels(agent="echo", outcome="ok"): 3
+    }
+
+
 def test_label_values_past_the_limit_are_counted_as_other() -> None:
     sidecar = Sidecar(label_limit=2)
-    records = [
-        TaskRecord(agent=agent, instance="i", task_id="t", duration_ms=1.0)
-        for agent in ("a", "b", "c", "d", "a")
-    ]
-    assert sidecar.metrics.observe_tasks(records) == []
+    totals = TaskStats.model_validate(task_totals(a=2, b=1, c=1, d=1))
+    assert sidecar.metrics.observe_tasks(totals) == 5
     found = read_samples(_render(sidecar))
     assert found["mesh_tasks_total"] == {
         labels(agent="a", outcome="ok"): 2,

@@ -27,8 +27,9 @@ from mesh.llm.pricing import Price
 from mesh.llm.scripted import ScriptedModel
 from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
 from mesh.sidecar import Sidecar
-from mesh.subjects import TELEMETRY_LLM
-from mesh.telemetry import PatternRun, TaskRecord
+from mesh.subjects import TELEMETRY_LLM, TELEMETRY_TASK
+from mesh.task_stats import TaskStats
+from mesh.telemetry import SECONDS, PatternRun, TaskRecord
 from mesh.watch import (
     cost_main,
     fetch_cost,
@@ -111,6 +112,39 @@ def test_task_and_pattern_lines_show_outcome_timing_and_main_figures() -> None:
         "  $0.000014     25.0 ms  1 calls  route=simple agent=cheap saved_usd=0.000286",
         f"{stamp(T)} pattern x              mine timeout                0 in      0 out "
         "         $?      0.0 ms  0 calls",
+    ]
+
+
+async def test_task_totals_show_what_each_adds_by_agent_then_each_failed_task(bus: Bus) -> None:
+    failed = TaskRecord(
+        agent="ask", instance="i", task_id="t", outcome="no_route", duration_ms=12.34, time=T
+    )
+
+    def totals(outcomes: dict[str, int], *records: TaskRecord) -> bytes:
+        count = sum(outcomes.values())
+        took = {"counts": [count] + [0] * len(SECONDS), "sum": count / 1000}
+        agents = {"ask": {"outcomes": outcomes, "duration": took, "queue": took}}
+        message = TaskStats(
+            instance="i", bounds=list(SECONDS), agents=agents, failed=list(records), time=T
+        )
+        data: bytes = msgpack.packb(message.model_dump())
+        return data
+
+    out = io.StringIO()
+    ready = anyio.Event()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(lambda: watch_bus(bus, out, kinds=["task"], count=3, ready=ready))
+            await ready.wait()
+            await bus.publish(TELEMETRY_TASK, totals({"ok": 2}))
+            await bus.publish(TELEMETRY_TASK, totals({"ok": 3, "no_route": 1}, failed))
+    assert out.getvalue().splitlines() == [
+        f"{stamp(T)} task    ask            2 ok                        1.0 ms  "
+        "queued 1.0 ms (mean)",
+        f"{stamp(T)} task    ask            1 ok, 1 no_route            1.0 ms  "
+        "queued 1.0 ms (mean)",
+        f"{stamp(T)} task    ask            no_route                   12.3 ms  queued 0.0 ms",
+        "-- 0 model calls, 0 tokens in, 0 out, $0.000000; 4 tasks (1 failed); 0 pattern runs",
     ]
 
 
