@@ -224,9 +224,11 @@ class TaskTally:
 
     async def flush(self) -> None:
         """Publish the final totals (if any task was counted), and wait until every message
-        has been handed over; the runtime is stopping."""
+        has been handed over; the runtime is stopping. Counting starts again from zero (a
+        runtime started again is a new run of its instance)."""
         if self._agents:
             self._send(final=True)
+            self._agents = {}
         while self._sending:
             await asyncio.wait(list(self._sending))
 

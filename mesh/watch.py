@@ -295,7 +295,7 @@ def _watch_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--kind", action="append", choices=sorted(KINDS), help="llm, task, pattern (repeatable)"
     )
-    parser.add_argument("--count", type=int, help="stop after this many records")
+    parser.add_argument("--count", type=int, help="stop after this many lines")
     return parser
 
 

@@ -148,6 +148,17 @@ async def test_failed_tasks_go_whole_up_to_a_limit_and_the_rest_are_counted() ->
     assert message.final
 
 
+async def test_after_the_final_totals_counting_starts_again_from_zero() -> None:
+    published = Published()
+    tally = TaskTally(published, "i", interval=3600)
+    tally.add("a", "ok", 0.001, 0.0)
+    await tally.flush()
+    tally.add("a", "ok", 0.001, 0.0)
+    await tally.flush()
+    # A reader forgot the instance at its first final totals: the second run adds one task.
+    assert [(m.answered("a"), m.final) for m in published.messages] == [(1, True), (1, True)]
+
+
 async def test_nothing_is_published_while_no_task_is_answered() -> None:
     published = Published()
     tally = TaskTally(published, "i", interval=0.01)
