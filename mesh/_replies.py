@@ -39,6 +39,7 @@ _STATUS = {
     ErrorCode.BUDGET_EXCEEDED: 402,
     ErrorCode.DEPTH_EXCEEDED: 508,
     ErrorCode.IDEMPOTENCY_CONFLICT: 409,
+    ErrorCode.INTERNAL_ERROR: 500,
 }
 
 

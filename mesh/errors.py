@@ -22,7 +22,8 @@
     ├── InsufficientAgreementError               insufficient_agreement
     ├── InvalidOutputError        ValueError     invalid_output
     ├── IdempotencyConflictError  ValueError     idempotency_conflict
-    └── StreamBrokenError                        stream_broken      retryable
+    ├── StreamBrokenError                        stream_broken      retryable
+    └── InternalError                            internal_error
 
 A reply carries ``{"code", "message", "retryable"}``; :func:`error_from_info` turns it back
 into the same class on the caller's side, on either bus. Foreign exceptions are translated
@@ -45,6 +46,7 @@ __all__ = [
     "ErrorCode",
     "IdempotencyConflictError",
     "InsufficientAgreementError",
+    "InternalError",
     "InvalidJsonError",
     "InvalidMsgpackError",
     "InvalidOutputError",
@@ -84,6 +86,7 @@ class ErrorCode(StrEnum):
     INVALID_OUTPUT = "invalid_output"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     STREAM_BROKEN = "stream_broken"
+    INTERNAL_ERROR = "internal_error"
 
 
 class MeshError(Exception):
@@ -241,6 +244,13 @@ class StreamBrokenError(MeshError):
     retryable = True
 
 
+class InternalError(MeshError):
+    """The host failed while answering, outside the agent (a bug in the mesh, logged by the
+    node): the caller hears of it at once instead of at its timeout."""
+
+    code = ErrorCode.INTERNAL_ERROR
+
+
 _BY_CODE: dict[ErrorCode, type[MeshError]] = {
     cls.code: cls
     for cls in (
@@ -264,6 +274,7 @@ _BY_CODE: dict[ErrorCode, type[MeshError]] = {
         InvalidOutputError,
         IdempotencyConflictError,
         StreamBrokenError,
+        InternalError,
     )
 }
 

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
+import mesh.host
 from agents.echo import EchoAgent
 from agents.upper import UpperAgent
 from mesh.agent import Agent
@@ -32,6 +33,7 @@ from mesh.errors import (
 from mesh.runtime import DistributedRuntime, LocalRuntime, Runtime
 from mesh.subjects import TELEMETRY_TASK, task_subject
 from mesh.task_stats import TaskStats
+from mesh.telemetry import TaskRecord
 from tests.nodes import run_node
 from tests.support import (
     FailAgent,
@@ -188,6 +190,36 @@ async def test_an_agent_swallowing_its_cancellation_does_not_cost_the_next_task_
     assert replies["first"].output == "answered anyway"
     assert replies["second"].error is not None
     assert replies["second"].error.code == "deadline_exceeded"
+
+
+async def test_a_failure_of_the_host_itself_is_answered_at_once_and_it_serves_on(
+    make_runtime: MakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug outside the agent (here: decoding raises what no decoder should) gets the caller
+    an ``internal_error`` reply, not a wait until its timeout; the next task is served."""
+    decode_task = mesh.host.decode_task
+
+    def broken_once(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(mesh.host, "decode_task", decode_task)
+        raise NameError("a bug")
+
+    monkeypatch.setattr(mesh.host, "decode_task", broken_once)
+    rt = make_runtime()
+    rt.register(EchoAgent())
+    heard: list[TaskRecord] = []
+    rt.task_listeners.append(heard.append)
+    async with rt:
+        with anyio.fail_after(5):
+            failed = await rt.bus.request(task_subject("echo"), b'{"input": "first"}', timeout=4)
+            served = await rt.bus.request(task_subject("echo"), b'{"input": "next"}', timeout=4)
+    error = decode_reply(failed.data, failed.headers).error
+    assert error is not None
+    assert (error.code, error.retryable) == ("internal_error", False)
+    assert "NameError" in error.message
+    assert failed.headers is not None
+    assert failed.headers["Nats-Service-Error-Code"] == "500"
+    assert decode_reply(served.data, served.headers).output == "next"
+    assert [record.outcome for record in heard] == ["internal_error", "ok"]
 
 
 @pytest.mark.parametrize("what", [None, "huge"])
