@@ -262,9 +262,7 @@ class AgentHost:
         """
         started = time.perf_counter_ns()
         data, headers = message.data, message.headers
-        # Where the reply goes, until it has gone (a durable task delivered again: nowhere).
-        to = None if turn is not None and turn.redeliver else message.reply
-        task_id = ""
+        task_id, answered = "", False
         try:
             try:
                 if headers and CLAIM_HEADER in headers:  # a body above max_payload: fetch it
@@ -280,19 +278,20 @@ class AgentHost:
                 if writer is not None:
                     await writer.close()
                     reply = reply.model_copy(update={"seq": writer.next_seq})
-            if to:
+            if message.reply and not (turn is not None and turn.redeliver):
                 # A durable reply is never claim-checked: its caller reads it whole.
-                await respond(self._runtime, to, reply, encoding, claim=turn is None)
-                to = None
+                await respond(self._runtime, message.reply, reply, encoding, claim=turn is None)
+            answered = True
             self._record(reply, arrived, started, turn)
         except Exception as exc:  # noqa: BLE001 - a failed reply must not take the host down
             _log.exception("agent %r: could not answer a task", self.agent.name)
-            if to and turn is None:  # the caller hears of it now, not at its timeout
-                # (A durable task is left to JetStream's next delivery.)
+            if message.reply and turn is None and not answered:
+                # The caller hears of it now, not at its timeout (a durable task is left to
+                # JetStream's next delivery).
                 error = InternalError(f"the node failed answering the task ({type(exc).__name__})")
                 reply = Reply.failure(task_id, error, meta=self._meta)
                 try:
-                    await respond(self._runtime, to, reply, sniff(data, headers))
+                    await respond(self._runtime, message.reply, reply, sniff(data, headers))
                     self._record(reply, arrived, started, turn)
                 except Exception:  # noqa: BLE001 - as above
                     _log.exception("agent %r: could not report it either", self.agent.name)
