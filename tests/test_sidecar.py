@@ -571,9 +571,15 @@ def test_a_restarted_sidecar_counts_every_task_since_each_host_started() -> None
     assert before.metrics.observe_tasks(TaskStats.model_validate(task_totals(echo=2))) == 2
     # It restarts: the host's next totals still hold the tasks the first one counted.
     assert after.metrics.observe_tasks(TaskStats.model_validate(task_totals(echo=3))) == 3
-    assert read_samples(_render(after))["mesh_tasks_total"] == {
-        labels(agent="echo", outcome="ok"): 3
-    }
+    found = read_samples(_render(after))
+    assert found["mesh_tasks_total"] == {labels(agent="echo", outcome="ok"): 3}
+    # Buckets are cumulative, as Prometheus reads them: all three tasks took 1 ms.
+    buckets = found["mesh_task_duration_seconds_bucket"]
+    assert buckets[labels(agent="echo", le="0.005")] == 3
+    assert buckets[labels(agent="echo", le="+Inf")] == 3
+    assert len(buckets) == len(SECONDS) + 1
+    assert found["mesh_task_queue_seconds_count"] == {labels(agent="echo"): 3}
+    assert found["mesh_task_duration_seconds_sum"] == {labels(agent="echo"): pytest.approx(0.003)}
 
 
 def test_label_values_past_the_limit_are_counted_as_other() -> None:
