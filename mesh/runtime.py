@@ -790,36 +790,31 @@ class Runtime:
         """
         error = reply.error
         outcome = "ok" if error is None else error.code
-        fields: Callable[[], dict[str, Any]] | None = None
+        replayed = bool(reply.meta.get("replayed"))
+        fields: dict[str, Any] | None = None
         if error is not None or self.task_listeners:  # a failure goes out whole
-            fields = functools.partial(
-                dict,
-                agent=agent,
-                instance=self.instance,
-                task_id=reply.id,
-                correlation_id=reply.correlation_id,
-                outcome=outcome,
-                duration_ms=took / 1e6,
-                queue_ms=waited / 1e6,
-                replayed=bool(reply.meta.get("replayed")),
-                delivery=delivery,
-                time=time.time(),
-            )
-        if self.task_listeners:
-            assert fields is not None
-            record = TaskRecord(**fields())
-            for listener in self.task_listeners:
-                listener(record)
+            fields = {
+                "agent": agent,
+                "instance": self.instance,
+                "task_id": reply.id,
+                "correlation_id": reply.correlation_id,
+                "outcome": outcome,
+                "duration_ms": took / 1e6,
+                "queue_ms": waited / 1e6,
+                "replayed": replayed,
+                "delivery": delivery,
+                "time": time.time(),
+            }
+            if self.task_listeners:
+                record = TaskRecord(**fields)
+                for listener in self.task_listeners:
+                    listener(record)
         bus = self._bus
         if not isinstance(bus, InMemoryBus) or bus.has_interest(TELEMETRY_TASK):
             # In memory, totals no subscriber in this process would get are not even kept.
+            failure = None if error is None else fields
             self._task_tally.add(
-                agent,
-                outcome,
-                took / 1e9,
-                waited / 1e9,
-                replayed=bool(reply.meta.get("replayed")),
-                failure=None if error is None else fields,
+                agent, outcome, took / 1e9, waited / 1e9, replayed=replayed, failure=failure
             )
 
     async def publish_telemetry(self, subject: str, record: BaseModel | bytes) -> None:

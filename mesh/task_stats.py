@@ -165,7 +165,7 @@ class TaskTally:
         waited: float,
         *,
         replayed: bool = False,
-        failure: Callable[[], dict[str, Any]] | None = None,
+        failure: dict[str, Any] | None = None,
     ) -> None:
         """Count one answered task; on the event loop.
 
@@ -175,8 +175,8 @@ class TaskTally:
             took: Seconds from decoding it to its reply being ready.
             waited: Seconds it waited for a slot.
             replayed: Answered from a stored reply.
-            failure: For a failed task: its `TaskRecord`'s fields, called only while there
-                is room for them in the next message.
+            failure: For a failed task: its `TaskRecord`'s fields, sent whole while there is
+                room for them in the next message.
         """
         totals = self._agents.get(agent)
         if totals is None:
@@ -191,7 +191,7 @@ class TaskTally:
             totals.replayed += 1
         if failure is not None:
             if len(self._failed) < self._max_failed:
-                self._failed.append(failure())
+                self._failed.append(failure)
             else:
                 self._failed_dropped += 1
         if self._timer is None:
@@ -278,9 +278,9 @@ class TaskStatsDeltas:
 def _difference(now: AgentTaskStats, before: AgentTaskStats | None) -> AgentTaskStats:
     if before is None:
         return now
-    outcomes = {k: n - before.outcomes.get(k, 0) for k, n in now.outcomes.items()}
-    if any(n < 0 for n in outcomes.values()) or before.outcomes.keys() - now.outcomes.keys():
+    if before.outcomes.keys() - now.outcomes.keys():
         raise UnexpectedStatsError("a task count went down")
+    outcomes = {k: _less(n, before.outcomes.get(k, 0)) for k, n in now.outcomes.items()}
     return AgentTaskStats(
         outcomes={k: n for k, n in outcomes.items() if n},
         replayed=_less(now.replayed, before.replayed),

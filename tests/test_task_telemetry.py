@@ -41,8 +41,8 @@ class Published:
         return self.messages[-1]
 
 
-def failure(task_id: str) -> Any:
-    return lambda: TaskRecord(
+def failure(task_id: str) -> dict[str, Any]:
+    return TaskRecord(
         agent="a", instance="i", task_id=task_id, outcome="timeout", duration_ms=1.0
     ).model_dump()
 
